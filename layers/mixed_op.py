@@ -1,0 +1,92 @@
+"""A searchable choice between candidate layers."""
+
+import keras
+from keras import ops
+
+from tfnas.layers import mixing as mixing_rules
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class MixedOp(keras.layers.Layer):
+    """Chooses among `candidates` with architecture logits and a mixing rule.
+
+    The layer owns one trainable vector of architecture logits
+    (`architecture_variables`); `tfnas.SearchModel` updates it with its own
+    optimizer and keeps it away from the weight optimizer. Calling the layer
+    returns `(output, weights)`: the mixed output and the weights a cost model
+    should use for the expected cost (for a Gumbel rule, the sample that mixed
+    this forward pass).
+
+    Args:
+        candidates: layers with identical output shapes.
+        mixing: a `MixingRule` or its name (`"softmax"`, `"gumbel"`,
+            `"gumbel_hard"`); share one rule between the ops of a supernet.
+        choices: JSON-serializable labels of the candidates (e.g. group
+            counts); default `0..n-1`.
+        logits_initializer: initializer of the logits (default zeros: uniform).
+
+    Example:
+
+    >>> op = MixedOp([keras.layers.Dense(4), keras.layers.Dense(4, use_bias=False)],
+    ...              mixing="softmax", choices=["bias", "no_bias"])
+    >>> y, w = op(keras.ops.ones((2, 3)))
+    >>> y.shape, keras.ops.convert_to_numpy(w).tolist()
+    ((2, 4), [0.5, 0.5])
+    """
+
+    def __init__(self, candidates, mixing="softmax", choices=None,
+                 logits_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.candidates = list(candidates)
+        if len(self.candidates) < 2:
+            raise ValueError(f"{self.name}: a MixedOp needs at least two candidates, "
+                             f"got {len(self.candidates)}.")
+        self.choices = list(range(len(self.candidates))) if choices is None else list(choices)
+        if len(self.choices) != len(self.candidates):
+            raise ValueError(f"{self.name}: {len(self.choices)} choice labels for "
+                             f"{len(self.candidates)} candidates.")
+        self.mixing = mixing_rules.get(mixing)
+        self.logits_initializer = keras.initializers.get(logits_initializer)
+
+    def build(self, input_shape):
+        self.logits = self.add_weight(name="arch_logits", shape=(len(self.candidates),),
+                                      initializer=self.logits_initializer)
+        shapes = set()
+        for candidate in self.candidates:
+            if not candidate.built:
+                candidate.build(input_shape)
+            shapes.add(tuple(candidate.compute_output_shape(input_shape)[1:]))
+        if len(shapes) != 1:
+            raise ValueError(f"{self.name}: candidates produce different output shapes "
+                             f"{sorted(shapes)}; a mixed op needs them equal.")
+
+    @property
+    def architecture_variables(self):
+        return [self.logits]
+
+    def probabilities(self):
+        """The current categorical distribution over candidates (a tensor)."""
+        return self.mixing.probabilities(self.logits)
+
+    def call(self, inputs, training=None):
+        return self.mixing.combine(self.logits, self.candidates, inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (self.candidates[0].compute_output_shape(input_shape), (len(self.candidates),))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "candidates": [keras.saving.serialize_keras_object(c) for c in self.candidates],
+            "mixing": keras.saving.serialize_keras_object(self.mixing),
+            "choices": self.choices,
+            "logits_initializer": keras.initializers.serialize(self.logits_initializer),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["candidates"] = [keras.saving.deserialize_keras_object(c)
+                                for c in config["candidates"]]
+        config["mixing"] = keras.saving.deserialize_keras_object(config["mixing"])
+        return cls(**config)

@@ -1,0 +1,128 @@
+"""The `tfnas` command line.
+
+    tfnas search --config configs/quickstart.json --run_dir runs/qs
+    tfnas train  --architecture runs/qs/architecture.json --run_dir runs/qs-train \
+                 [--inherit_from runs/qs]
+    tfnas export --model runs/qs-train/models/model.keras --run_dir runs/qs-export
+    tfnas run    --config configs/quickstart.json [--set search.epochs=2 ...]
+
+Every command writes into its own `--run_dir` (default `runs/<name>-<time>`) and
+refuses an existing one unless `--resume` or `--overwrite` is given.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+
+COMMANDS = ("search", "train", "export", "run")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "JSON recipe (see configs/).")
+flags.DEFINE_multi_string("set", [], "Override a config value: key.path=value (JSON value).")
+flags.DEFINE_string("run_dir", None, "Directory of this run (default runs/<name>-<time>).")
+flags.DEFINE_bool("overwrite", False, "Delete an existing run directory first.")
+flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its checkpoints.")
+flags.DEFINE_string("architecture", None, "Architecture JSON document (train).")
+flags.DEFINE_string("inherit_from", None,
+                    "Search run directory whose supernet weights `train` inherits.")
+flags.DEFINE_string("model", None, "A .keras model to export (export).")
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0, 1 or 2).")
+
+
+def _usage():
+    return (f"usage: tfnas {{{'|'.join(COMMANDS)}}} [flags]; see `tfnas --helpfull` and "
+            "the README.")
+
+
+def _config(run_dir_exists_for_resume):
+    from tfnas.config import load_config  # pylint: disable=import-outside-toplevel
+
+    if FLAGS.resume and run_dir_exists_for_resume and not FLAGS.config and not FLAGS.set:
+        return load_config(os.path.join(FLAGS.run_dir, "config.json"))
+    return load_config(FLAGS.config, FLAGS.set)
+
+
+def _run_directory(config, command):
+    from tfnas.run_dir import RunDirectory  # pylint: disable=import-outside-toplevel
+
+    path = FLAGS.run_dir or os.path.join(
+        "runs", f"{config['name']}-{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDirectory(path, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
+    run.save_config(config)
+    return run
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(_usage())
+    from absl import logging  # pylint: disable=import-outside-toplevel
+
+    from tfnas.errors import USER_ERRORS  # pylint: disable=import-outside-toplevel
+
+    logging.set_verbosity(logging.WARNING)
+
+    try:
+        return _main(argv[1])
+    except USER_ERRORS as err:
+        print(f"tfnas {argv[1]}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(command):
+    from tfnas import pipeline  # pylint: disable=import-outside-toplevel
+    from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
+
+    resuming = bool(FLAGS.resume and FLAGS.run_dir
+                    and os.path.exists(os.path.join(FLAGS.run_dir, "config.json")))
+    config = _config(resuming)
+    if command == "train" and not FLAGS.architecture:
+        raise app.UsageError("tfnas train needs --architecture PATH.")
+    if command == "export" and not FLAGS.model:
+        raise app.UsageError("tfnas export needs --model PATH.keras.")
+    architecture = Architecture.load(FLAGS.architecture) if FLAGS.architecture else None
+    run = _run_directory(config, command)
+    print(f"tfnas {command}: writing to {run.path}")
+
+    if command == "search":
+        arch, _ = pipeline.search(config, run, verbose=FLAGS.verbose)
+        print(f"architecture: {arch.choice_list()} ({arch.parameters:,} parameters) -> "
+              f"{run.file('architecture.json')}")
+    elif command == "train":
+        if FLAGS.inherit_from and not config["train"]["inherit"]:
+            raise app.UsageError("--inherit_from given but train.inherit is false.")
+        supernet = (pipeline.load_supernet(FLAGS.inherit_from, config)
+                    if FLAGS.inherit_from else None)
+        architecture.save(run.file("architecture.json"), overwrite=True)
+        _, result = pipeline.train(config, run, architecture, supernet=supernet,
+                                   verbose=FLAGS.verbose)
+        run.write_json("summary.json", result)
+        print(f"test accuracy {result['test_accuracy']:.4f} -> {result['keras_model']}")
+    elif command == "export":
+        import keras  # pylint: disable=import-outside-toplevel
+
+        import tfnas.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+        if not os.path.exists(FLAGS.model):
+            raise app.UsageError(f"--model {FLAGS.model} does not exist.")
+        model = keras.saving.load_model(FLAGS.model)
+        run.write_json("summary.json", pipeline.export(config, run, model))
+    else:
+        summary = pipeline.run_all(config, run, verbose=FLAGS.verbose)
+        print(pipeline.format_summary(summary))
+    return 0
+
+
+def run_main():
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        app.run(main)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,179 @@
+"""Datasets for search and training: tensorflow-datasets, and a bundled offline set.
+
+`load(name)` gives a `Splits` of unbatched `(uint8 image, int label)` datasets:
+`train` and `val` for the search (weights and architecture), `full_train`
+(train + val) for retraining, `test`. `pipeline` batches, augments (random
+crop with 4-pixel zero padding and horizontal flip, as the reference) and
+resizes; images stay in [0, 255] because tfnas models normalize inside.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+BUNDLED = "bundled"
+BUNDLED_PATH = os.path.join(os.path.dirname(__file__), "cifar10_mini.npz")
+BUNDLED_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset cannot be loaded (for example: offline and not prepared)."""
+
+
+@dataclasses.dataclass
+class Splits:
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    full_train: tf.data.Dataset
+    test: tf.data.Dataset
+    num_classes: int
+    image_shape: tuple
+    sizes: dict
+
+
+def load_bundled_arrays():
+    """`{"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"}` of the bundled set.
+
+    2,700 real CIFAR-10 training images (270 per class) split 200 / 35 / 35
+    per class into train / val / test.
+    """
+    with np.load(BUNDLED_PATH) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _from_arrays(x, y):
+    return tf.data.Dataset.from_tensor_slices((x, y.astype("int64")))
+
+
+def load(name=BUNDLED, data_dir=None, val_fraction=0.2, download=True):
+    """Loads `name` (`"bundled"` or any tfds image classification set) as `Splits`.
+
+    Args:
+        name: `"bundled"`, `"cifar10"`, `"cifar100"` or another tfds name with
+            `image` and `label` features and a `train` split (and `test`, or
+            else 10 % of train is held out).
+        data_dir: where tfds keeps prepared data (default tfds's own).
+        val_fraction: share of the training split used for architecture
+            updates during the search (the reference: 0.2). Ignored for the
+            bundled set, which comes split.
+        download: allow tfds to download and prepare the data.
+    """
+    if name == BUNDLED:
+        a = load_bundled_arrays()
+        full_x = np.concatenate([a["x_train"], a["x_val"]])
+        full_y = np.concatenate([a["y_train"], a["y_val"]])
+        return Splits(_from_arrays(a["x_train"], a["y_train"]),
+                      _from_arrays(a["x_val"], a["y_val"]), _from_arrays(full_x, full_y),
+                      _from_arrays(a["x_test"], a["y_test"]), len(BUNDLED_CLASSES),
+                      tuple(a["x_train"].shape[1:]),
+                      {"train": len(a["y_train"]), "val": len(a["y_val"]),
+                       "full_train": len(full_y), "test": len(a["y_test"])})
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    builder = _tfds_builder(name, data_dir, download)
+    info = builder.info
+    features = info.features
+    if "image" not in features or "label" not in features:
+        raise ValueError(f"tfds dataset {name!r} has features {list(features)}; tfnas needs "
+                         "'image' and 'label' (image classification).")
+    pct = int(round(100 * (1 - val_fraction)))
+    has_test = "test" in info.splits
+    train_split = "train" if has_test else "train[:90%]"
+    search_train = f"train[:{pct}%]" if has_test else f"train[:{int(pct * 0.9)}%]"
+    search_val = f"train[{pct}%:]" if has_test else f"train[{int(pct * 0.9)}%:90%]"
+    test_split = "test" if has_test else "train[90%:]"
+    splits = [search_train, search_val, train_split, test_split]
+    datasets = [builder.as_dataset(split=s, as_supervised=True) for s in splits]
+    sizes = {k: int(info.splits[s].num_examples)
+             for k, s in zip(["train", "val", "full_train", "test"], splits)}
+    return Splits(*datasets, num_classes=features["label"].num_classes,
+                  image_shape=tuple(features["image"].shape), sizes=sizes)
+
+
+def _tfds_builder(name, data_dir, download):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as err:
+        raise ValueError(f"Unknown dataset {name!r}: tensorflow-datasets does not know it "
+                         f"({str(err).splitlines()[0]}). Use 'bundled' or a tfds name such as "
+                         "'cifar10'.") from None
+    if _is_prepared(builder):
+        return builder
+    where = data_dir or "tfds's default data directory"
+    if not download:
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is not prepared in {where} and download=False. Prepare it "
+            f"where there is internet (tfds build {name} --data_dir=DIR), pass that "
+            "data_dir, or use the bundled offline set (dataset 'bundled').")
+    try:
+        builder.download_and_prepare()
+    except Exception as err:  # pylint: disable=broad-except
+        raise DatasetUnavailableError(
+            f"Could not download dataset {name!r} with tensorflow-datasets into {where}: "
+            f"{type(err).__name__}: {str(err)[:300]}. If this machine is offline, prepare the "
+            f"dataset elsewhere (tfds build {name} --data_dir=DIR), copy DIR here and pass "
+            "data_dir=DIR (--set data.data_dir=DIR), or use the bundled offline set "
+            "(--set data.dataset=bundled).") from None
+    return builder
+
+
+def _is_prepared(builder):
+    return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def pipeline(dataset, batch_size, training=False, augment=True, image_size=None, seed=None,
+             shuffle_buffer=10_000, drop_remainder=False):
+    """Batches `(image, label)` into float32 images in [0, 255] and int64 labels.
+
+    In training: shuffle, and (with `augment`) random crop with 4-pixel zero
+    padding and horizontal flip. `image_size` resizes (bilinear) after that.
+    """
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32)
+        if training and augment:
+            shape = tf.shape(image)
+            padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+            image = tf.image.random_crop(padded, shape)
+            image = tf.image.random_flip_left_right(image)
+        if image_size is not None:
+            image = tf.image.resize(image, (image_size, image_size))
+        return image, label
+
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def search_schedule(train, arch, alternation="step"):
+    """Tags batches with the update they drive: `(x, y, 0)` weights, `(x, y, 1)` architecture.
+
+    `"step"`: a weight batch from `train`, then an architecture batch from
+    `arch` (repeated as needed), for every batch of `train`. `"epoch"`: all of
+    `train`, then all of `arch`.
+    """
+    def tag(phase):
+        return lambda x, y: (x, y, tf.constant(phase, tf.int32))
+
+    weights = train.map(tag(0))
+    archs = arch.map(tag(1))
+    n_train = int(train.cardinality())
+    if alternation == "step":
+        pairs = tf.data.Dataset.zip(weights, archs.repeat())
+        schedule = pairs.flat_map(lambda a, b: tf.data.Dataset.from_tensors(a).concatenate(
+            tf.data.Dataset.from_tensors(b)))
+        total = 2 * n_train if n_train > 0 else -1
+    elif alternation == "epoch":
+        schedule = weights.concatenate(archs)
+        n_arch = int(arch.cardinality())
+        total = n_train + n_arch if n_train > 0 and n_arch > 0 else -1
+    else:
+        raise ValueError(f"alternation must be 'step' or 'epoch', got {alternation!r}.")
+    if total > 0:
+        schedule = schedule.apply(tf.data.experimental.assert_cardinality(total))
+    return schedule

@@ -1,0 +1,100 @@
+"""Penalties: how the search loss combines cross-entropy with an expected cost.
+
+A penalty is called as `penalty(cross_entropy, cost)` inside the traced train
+step and returns the loss. Penalties with state (a Lagrange multiplier) keep it
+in `keras.Variable`s and update it in `update(cost)`, which `SearchModel` calls
+after every architecture step.
+"""
+
+from keras import ops
+
+
+class Penalty:
+    """No penalty: the loss is the cross-entropy."""
+
+    name = "none"
+
+    def __call__(self, cross_entropy, cost):
+        return cross_entropy
+
+    def update(self, cost):
+        """Called after each architecture step; stateless penalties do nothing."""
+
+    def get_config(self):
+        return {"type": self.name}
+
+
+class ProductPenalty(Penalty):
+    """GRUNAS paper, eq. (3): loss = CE * (P / reference) ** beta.
+
+    The paper writes CE * P**beta (`reference=1`); with P in the hundreds of
+    thousands that multiplies the loss by ~10**4 at beta = 0.8, so a reference
+    (for example the smallest network of the space) keeps the scale of the loss
+    near the cross-entropy's. The gradient reaches the architecture through P.
+
+    Example:
+
+    >>> float(ProductPenalty(beta=1.0, reference=2.0)(3.0, 4.0))
+    6.0
+    """
+
+    name = "product"
+
+    def __init__(self, beta=0.8, reference=1.0):
+        self.beta = float(beta)
+        self.reference = float(reference)
+        if self.reference <= 0:
+            raise ValueError(f"reference must be positive, got {reference}.")
+
+    def __call__(self, cross_entropy, cost):
+        return cross_entropy * ops.power(cost / self.reference, self.beta)
+
+    def get_config(self):
+        return {"type": self.name, "beta": self.beta, "reference": self.reference}
+
+
+class ThresholdProductPenalty(Penalty):
+    """GRUNAS reference code: loss = CE * (max(P, P0) / P0) ** beta.
+
+    No penalty, and no gradient from the cost, while P < P0 (default 10**5.5).
+
+    Example:
+
+    >>> float(ThresholdProductPenalty(beta=1.0, threshold=10.0)(2.0, 5.0))
+    2.0
+    """
+
+    name = "threshold"
+
+    def __init__(self, beta=0.8, threshold=10 ** 5.5):
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        if self.threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}.")
+
+    def __call__(self, cross_entropy, cost):
+        ratio = ops.maximum(cost, self.threshold) / self.threshold
+        return cross_entropy * ops.power(ratio, self.beta)
+
+    def get_config(self):
+        return {"type": self.name, "beta": self.beta, "threshold": self.threshold}
+
+
+PENALTIES = {cls.name: cls for cls in (Penalty, ProductPenalty, ThresholdProductPenalty)}
+
+
+def get(config):
+    """Builds a penalty from `{"type": ..., **arguments}`, a name, or returns a `Penalty`."""
+    if isinstance(config, Penalty):
+        return config
+    if config is None:
+        return Penalty()
+    config = {"type": config} if isinstance(config, str) else dict(config)
+    kind = config.pop("type", "none")
+    if kind not in PENALTIES:
+        raise ValueError(f"Unknown penalty type {kind!r}; choose one of {sorted(PENALTIES)}.")
+    try:
+        return PENALTIES[kind](**config)
+    except TypeError as err:
+        raise ValueError(f"Bad arguments for the {kind!r} penalty: {err}.") from None
+

@@ -1,0 +1,224 @@
+"""The stages of a run: search, train, export; and the whole pipeline.
+
+Each stage reads the run's configuration and writes into its `RunDirectory`;
+the command line (`tfnas search|train|export|run`) calls these functions.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from tfnas import data as data_lib
+from tfnas import penalties
+from tfnas.architecture import Architecture, count_parameters
+from tfnas.builder import build_model
+from tfnas.callbacks import ArchitectureLogger, TemperatureAnnealing
+from tfnas.layers import mixing as mixing_rules
+from tfnas.search_model import SearchModel
+from tfnas.spaces import get_space
+
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+              "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+
+
+def make_optimizer(config, total_steps):
+    """A Keras optimizer from `{"name", "learning_rate", "schedule", **arguments}`."""
+    config = dict(config)
+    name = config.pop("name", "sgd")
+    schedule = config.pop("schedule", "constant")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
+    lr = config.pop("learning_rate")
+    if schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+    elif schedule != "constant":
+        raise ValueError(f"Unknown learning-rate schedule {schedule!r}; use 'cosine' or "
+                         "'constant'.")
+    try:
+        return OPTIMIZERS[name](learning_rate=lr, **config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Bad arguments for optimizer {name!r}: {err}") from None
+
+
+def load_data(config):
+    d = config["data"]
+    splits = data_lib.load(d["dataset"], data_dir=d["data_dir"], val_fraction=d["val_fraction"],
+                           download=d["download"])
+    if d["limit"]:
+        for key in ("train", "val", "full_train", "test"):
+            setattr(splits, key, getattr(splits, key).take(d["limit"]))
+            splits.sizes[key] = min(splits.sizes[key], d["limit"])
+    return splits
+
+
+def _batches(splits, config, split, training):
+    d = config["data"]
+    return data_lib.pipeline(getattr(splits, split), d["batch_size"], training=training,
+                             augment=d["augment"], image_size=d["image_size"],
+                             seed=config["seed"])
+
+
+def _space(config, splits):
+    space_config = dict(config["space"]["config"])
+    space_config.setdefault("num_classes", splits.num_classes)
+    size = config["data"]["image_size"]
+    shape = splits.image_shape if size is None else (size, size, splits.image_shape[-1])
+    space_config.setdefault("input_shape", list(shape))
+    return get_space(config["space"]["name"], space_config)
+
+
+def _steps(n, batch_size):
+    return int(np.ceil(n / batch_size))
+
+
+def build_search_model(config, space):
+    s = config["search"]
+    rule = mixing_rules.get(s["mixing"], temperature=s["temperature"]["initial"],
+                            seed=config["seed"])
+    return SearchModel(space.build_supernet(rule), penalty=penalties.get(s["penalty"]))
+
+
+def search(config, run, verbose=2):
+    """Runs the architecture search; writes `architecture.json` and the supernet's weights."""
+    keras.utils.set_random_seed(config["seed"])
+    s = config["search"]
+    splits = load_data(config)
+    space = _space(config, splits)
+    model = build_search_model(config, space)
+    bs = config["data"]["batch_size"]
+    weight_steps = s["epochs"] * _steps(splits.sizes["train"], bs)
+    arch_steps = max(1, (s["epochs"] - s["warmup_epochs"]) * _steps(splits.sizes["val"], bs))
+    model.compile(optimizer=make_optimizer(s["optimizer"], weight_steps),
+                  arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
+    t = s["temperature"]
+    callbacks = [
+        TemperatureAnnealing(t["initial"], t["rate"], start_epoch=s["warmup_epochs"],
+                             minimum=t["minimum"]),
+        ArchitectureLogger(run.file("logs")),
+        keras.callbacks.CSVLogger(run.file("logs", "search_history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(run.file("checkpoints", "search")),
+    ]
+    if s["mixing"] == "softmax":
+        callbacks.pop(0)
+    start = time.time()
+    model.fit(_batches(splits, config, "train", True),
+              arch_data=_batches(splits, config, "val", True), alternation=s["alternation"],
+              warmup_epochs=s["warmup_epochs"], epochs=s["epochs"], callbacks=callbacks,
+              verbose=verbose)
+    arch = model.derive_architecture(space, metadata={
+        "search_seconds": round(time.time() - start, 1), "dataset": config["data"]["dataset"],
+        "epochs": s["epochs"], "penalty": model.penalty.get_config(),
+        "expected_cost": model.expected_cost()})
+    arch.save(run.file("architecture.json"), overwrite=True)
+    model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"))
+    return arch, model.supernet
+
+
+def load_supernet(run_path, config):
+    """Rebuilds the supernet of a finished search run and loads its weights."""
+    path = os.path.join(run_path, "checkpoints", "supernet.weights.h5")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No supernet weights at {path}: inheriting weights needs a "
+                                "finished search run (or use --noinherit).")
+    arch = Architecture.load(os.path.join(run_path, "architecture.json"))
+    supernet = build_search_model(config, arch.search_space()).supernet
+    supernet.load_weights(path)
+    return supernet
+
+
+def train(config, run, architecture, supernet=None, verbose=2):
+    """Trains the derived model (from the supernet's weights when given); saves `model.keras`."""
+    keras.utils.set_random_seed(config["seed"])
+    tr = config["train"]
+    splits = load_data(config)
+    model = build_model(architecture, supernet=supernet if tr["inherit"] else None)
+    steps = tr["epochs"] * _steps(splits.sizes["full_train"], config["data"]["batch_size"])
+    model.compile(optimizer=make_optimizer(tr["optimizer"], steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.time()
+    if tr["epochs"]:
+        model.fit(_batches(splits, config, "full_train", True), epochs=tr["epochs"],
+                  callbacks=[keras.callbacks.CSVLogger(run.file("logs", "train_history.csv"),
+                                                       append=True),
+                             keras.callbacks.BackupAndRestore(run.file("checkpoints",
+                                                                       "train"))],
+                  shuffle=False, verbose=verbose)
+    result = model.evaluate(_batches(splits, config, "test", False), return_dict=True,
+                            verbose=0)
+    path = run.file("models", "model.keras")
+    model.save(path)
+    return model, {"test_accuracy": float(result["accuracy"]),
+                   "test_loss": float(result["loss"]),
+                   "train_seconds": round(time.time() - start, 1), "keras_model": path}
+
+
+def export(config, run, model, verbose=True):
+    """SavedModel and float32 TFLite under `models/`; the TFLite model is evaluated on test."""
+    from tfnas import deploy  # pylint: disable=import-outside-toplevel
+
+    formats = config["export"]["formats"]
+    result = {}
+    saved_model = run.file("models", "saved_model")
+    deploy.export_saved_model(model, saved_model)
+    if "saved_model" in formats:
+        result["saved_model"] = {"path": saved_model, "bytes": _dir_size(saved_model)}
+    if "tflite_float32" in formats:
+        path = deploy.convert_to_tflite(saved_model, run.file("models", "model_float32.tflite"))
+        x, y = _test_arrays(config)
+        result["tflite_float32"] = {"path": path, "bytes": os.path.getsize(path),
+                                    "test_accuracy": deploy.evaluate_tflite(path, x, y)}
+    if verbose:
+        print(json.dumps(result, indent=2))
+    return result
+
+
+def _test_arrays(config):
+    splits = load_data(config)
+    xs, ys = [], []
+    for x, y in _batches(splits, config, "test", False):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+def run_all(config, run, verbose=2):
+    """Search → architecture → retrain → export; writes and returns `summary.json`."""
+    start = time.time()
+    arch, supernet = search(config, run, verbose=verbose)
+    model, trained = train(config, run, arch, supernet=supernet, verbose=verbose)
+    exported = export(config, run, model, verbose=False)
+    summary = {
+        "run_dir": run.path,
+        "space": arch.space,
+        "choices": arch.choice_list(),
+        "parameters": count_parameters(model),
+        "search_seconds": arch.metadata.get("search_seconds"),
+        **trained,
+        "exports": exported,
+        "total_seconds": round(time.time() - start, 1),
+    }
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def format_summary(summary):
+    lines = [f"tfnas run: {summary['run_dir']}",
+             f"  architecture ({summary['space']}): {summary['choices']}",
+             f"  trainable parameters: {summary['parameters']:,}",
+             f"  test accuracy (Keras): {summary['test_accuracy']:.4f}"]
+    for fmt, info in summary["exports"].items():
+        line = f"  {fmt}: {info['bytes'] / 1024:.1f} KiB"
+        if "test_accuracy" in info:
+            line += f", test accuracy {info['test_accuracy']:.4f}"
+        lines.append(line)
+    lines.append(f"  time: {summary['total_seconds']:.0f} s")
+    return "\n".join(lines)

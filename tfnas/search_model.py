@@ -1,0 +1,199 @@
+"""The search model: alternating weight and architecture updates in one traced step."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfnas import penalties
+from tfnas.costs import ParameterCost, mixed_ops
+from tfnas.layers import GumbelSoftmaxMixing
+
+WEIGHTS, ARCHITECTURE = 0, 1
+
+
+class SearchModel(keras.Model):
+    """Differentiable architecture search, used with `compile` and `fit`.
+
+    Every element of the training data carries a phase: `(x, y, 0)` updates
+    the weights with `optimizer`, `(x, y, 1)` updates the architecture logits
+    with `arch_optimizer`. Both run one forward pass of the supernet and the
+    same loss, `penalty(cross_entropy, expected_cost)`; the two optimizers are
+    built on disjoint variable lists, so weight decay meant for the weights
+    never touches the architecture. `fit(train, arch_data=val)` makes the phase
+    schedule: `alternation="step"` interleaves a weight step on a training
+    batch with an architecture step on a validation batch (DARTS first order);
+    `"epoch"` makes each epoch a full pass on the training split followed by a
+    full pass on the validation split (the GRUNAS reference). During the first
+    `warmup_epochs` only the weights are trained.
+
+    The step is traced once: the phase is a tensor, the branch is a graph
+    conditional, and schedule values (temperature, warm-up switch) are
+    variables that callbacks assign.
+
+    Args:
+        supernet: a model `x -> (logits, {block: mixing weights})`, as made by
+            `SearchSpace.build_supernet`.
+        cost: a `tfnas.costs.Cost`; default the trainable parameter count.
+        penalty: a `tfnas.penalties.Penalty` or its config; default none.
+
+    Example:
+
+    >>> from tfnas.spaces import get_space
+    >>> search = SearchModel(get_space("grunas").build_supernet(),
+    ...                      penalty={"type": "threshold", "beta": 0.8})
+    >>> search.compile(optimizer="sgd", arch_optimizer="adam")
+    >>> len(search.architecture_variables)
+    10
+    """
+
+    def __init__(self, supernet, cost=None, penalty=None, **kwargs):
+        super().__init__(**kwargs)
+        self.supernet = supernet
+        self.mixed_ops = mixed_ops(supernet)
+        if not self.mixed_ops:
+            raise ValueError("The supernet has no MixedOp layers: nothing to search.")
+        self.cost = cost or ParameterCost.from_supernet(supernet)
+        self.penalty = penalties.get(penalty)
+        self.arch_updates_enabled = keras.Variable(True, dtype="bool", trainable=False,
+                                                   name="arch_updates_enabled")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.cost_tracker = keras.metrics.Mean(name="expected_cost")
+        self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
+        rules = {id(op.mixing): op.mixing for op in self.mixed_ops}
+        self.mixing_rules = list(rules.values())
+        self._temperature = next((r.temperature for r in self.mixing_rules
+                                  if isinstance(r, GumbelSoftmaxMixing)), None)
+        self.arch_optimizer = None
+        self.built = True  # the supernet is a functional model, built already
+
+    @property
+    def architecture_variables(self):
+        return [v for op in self.mixed_ops for v in op.architecture_variables]
+
+    @property
+    def weight_variables(self):
+        arch = {id(v) for v in self.architecture_variables}
+        return [v for v in self.supernet.trainable_variables if id(v) not in arch]
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.ce_tracker, self.accuracy_tracker, self.cost_tracker,
+                self.arch_loss_tracker]
+
+    def call(self, inputs, training=False):
+        return self.supernet(inputs, training=training)[0]
+
+    def compile(self, optimizer="sgd", arch_optimizer="adam", loss=None, **kwargs):
+        """Like `keras.Model.compile`, with a second optimizer for the architecture.
+
+        `loss` defaults to sparse categorical cross-entropy on logits. Metrics
+        are fixed (loss, cross_entropy, accuracy, expected_cost, arch_loss,
+        temperature); `metrics=` is not accepted.
+        """
+        if "metrics" in kwargs:
+            raise ValueError("SearchModel reports its own metrics; do not pass metrics=.")
+        super().compile(optimizer=optimizer, **kwargs)
+        self.ce_loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.ce_loss = keras.losses.get(self.ce_loss)
+        self.arch_optimizer = keras.optimizers.get(arch_optimizer)
+        # Keras optimizers only update the variables they were built with.
+        self.optimizer.build(self.weight_variables)
+        self.arch_optimizer.build(self.architecture_variables)
+
+    def _forward(self, x, y):
+        logits, mixing_weights = self.supernet(x, training=True)
+        ce = self.ce_loss(y, logits)
+        cost = self.cost(mixing_weights)
+        return self.penalty(ce, cost), ce, cost, logits
+
+    def _weight_step(self, x, y):
+        variables = self.weight_variables
+        with tf.GradientTape() as tape:
+            loss, ce, cost, logits = self._forward(x, y)
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.loss_tracker.update_state(loss)
+        self.ce_tracker.update_state(ce)
+        self.cost_tracker.update_state(cost)
+        self.accuracy_tracker.update_state(y, logits)
+        return ops.convert_to_tensor(0)
+
+    def _arch_step(self, x, y):
+        variables = self.architecture_variables
+        with tf.GradientTape() as tape:
+            loss, _, cost, _ = self._forward(x, y)
+        self.arch_optimizer.apply(tape.gradient(loss, variables), variables)
+        self.penalty.update(cost)
+        self.arch_loss_tracker.update_state(loss)
+        return ops.convert_to_tensor(0)
+
+    def train_step(self, data):
+        if not (isinstance(data, (tuple, list)) and len(data) == 3):
+            raise ValueError(
+                "SearchModel trains on (x, y, phase) elements. Call "
+                "fit(train_data, arch_data=val_data) or build the data with "
+                "tfnas.data.search_schedule(train_data, val_data).")
+        x, y, phase = data
+        do_arch = ops.logical_and(ops.equal(phase, ARCHITECTURE), self.arch_updates_enabled)
+        ops.cond(
+            ops.equal(phase, WEIGHTS),
+            lambda: self._weight_step(x, y),
+            lambda: ops.cond(do_arch, lambda: self._arch_step(x, y),
+                             lambda: ops.convert_to_tensor(0)),
+        )
+        logs = {m.name: m.result() for m in self.metrics}
+        if self._temperature is not None:
+            logs["temperature"] = ops.convert_to_tensor(self._temperature)
+        return logs
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = self(x, training=False)
+        ce = self.ce_loss(y, logits)
+        self.ce_tracker.update_state(ce)
+        self.loss_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(y, logits)
+        return {"loss": self.loss_tracker.result(), "cross_entropy": self.ce_tracker.result(),
+                "accuracy": self.accuracy_tracker.result()}
+
+    def fit(self, x=None, arch_data=None, alternation="step", warmup_epochs=0, callbacks=None,
+            **kwargs):
+        """`keras.Model.fit` with the search schedule.
+
+        Args:
+            x: the training split (batched `(x, y)` dataset), or a dataset
+                already made by `tfnas.data.search_schedule` (then leave
+                `arch_data` out).
+            arch_data: the split for architecture updates (batched `(x, y)`).
+            alternation: `"step"` or `"epoch"` (see the class docstring).
+            warmup_epochs: epochs of weight-only training before architecture
+                updates start.
+            Other arguments go to `keras.Model.fit`.
+        """
+        from tfnas.callbacks import ArchitectureWarmup  # pylint: disable=import-outside-toplevel
+        from tfnas.data import search_schedule  # pylint: disable=import-outside-toplevel
+
+        if self.arch_optimizer is None:
+            raise RuntimeError("Call compile(optimizer=..., arch_optimizer=...) before fit.")
+        if arch_data is not None:
+            x = search_schedule(x, arch_data, alternation=alternation)
+        callbacks = list(callbacks or [])
+        callbacks.insert(0, ArchitectureWarmup(warmup_epochs))
+        kwargs.setdefault("shuffle", False)  # datasets shuffle themselves
+        return super().fit(x, callbacks=callbacks, **kwargs)
+
+    def derive_architecture(self, space, metadata=None):
+        """The argmax architecture document (see `tfnas.architecture.derive`)."""
+        from tfnas.architecture import derive  # pylint: disable=import-outside-toplevel
+
+        return derive(self.supernet, space, metadata)
+
+    def probabilities(self):
+        """`{block: probabilities}` as lists of floats."""
+        return {op.name: [float(p) for p in ops.convert_to_numpy(op.probabilities())]
+                for op in self.mixed_ops}
+
+    def expected_cost(self):
+        """The cost under the current probabilities (no sampling)."""
+        return float(self.cost({op.name: op.probabilities() for op in self.mixed_ops}))

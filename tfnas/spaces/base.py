@@ -1,0 +1,98 @@
+"""What a search space is, and the registry of spaces by name."""
+
+import difflib
+
+_SPACES = {}
+
+
+class SearchSpaceError(ValueError):
+    """A search space, or a choice in it, is not valid."""
+
+
+def register_space(cls):
+    """Class decorator: makes a `SearchSpace` subclass available by its `name`."""
+    _SPACES[cls.name] = cls
+    return cls
+
+
+def get_space(name, config=None):
+    """Instantiates the space registered as `name` with `config` (a dict)."""
+    if name not in _SPACES:
+        raise SearchSpaceError(
+            f"Unknown search space {name!r}. Known spaces: {sorted(_SPACES)}."
+            + _did_you_mean(name, _SPACES))
+    return _SPACES[name](**(config or {}))
+
+
+def available_spaces():
+    return sorted(_SPACES)
+
+
+def _did_you_mean(word, options):
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class SearchSpace:
+    """A family of networks with one categorical choice per block.
+
+    Subclasses set `name` and `defaults` (the configuration keys and their
+    default values) and implement `blocks`, `candidates`, `build_supernet`,
+    `build_model` and `inherit_weights`.
+    """
+
+    name = None
+    defaults = {}
+
+    def __init__(self, **config):
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            hints = "".join(_did_you_mean(k, self.defaults) for k in unknown)
+            raise SearchSpaceError(
+                f"Unknown configuration keys {unknown} for search space {self.name!r}; "
+                f"valid keys are {sorted(self.defaults)}.{hints}")
+        self.config = {**self.defaults, **config}
+
+    def blocks(self):
+        """Names of the searchable blocks, in order."""
+        raise NotImplementedError
+
+    def candidates(self, block):
+        """The choices allowed at `block` (JSON values)."""
+        raise NotImplementedError
+
+    def validate_choices(self, choices):
+        """Checks a `{block: choice}` mapping against the space; raises `SearchSpaceError`."""
+        blocks = self.blocks()
+        if not isinstance(choices, dict):
+            raise SearchSpaceError(f"choices must map block names to choices, got "
+                                   f"{type(choices).__name__}.")
+        if len(choices) != len(blocks) or set(choices) != set(blocks):
+            missing = [b for b in blocks if b not in choices]
+            extra = [b for b in choices if b not in blocks]
+            raise SearchSpaceError(
+                f"Search space {self.name!r} has {len(blocks)} blocks {blocks}, the "
+                f"architecture gives {len(choices)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else "")
+                + ". Derive the architecture from a supernet of the same space configuration.")
+        for block in blocks:
+            self.validate_choice(block, choices[block])
+
+    def validate_choice(self, block, choice):
+        allowed = self.candidates(block)
+        if choice not in allowed:
+            raise SearchSpaceError(f"Block {block!r}: choice {choice!r} is not a candidate; "
+                                   f"allowed: {allowed}.")
+
+    def build_supernet(self, mixing="gumbel"):
+        """A functional model `x -> (logits, {block: mixing weights})`."""
+        raise NotImplementedError
+
+    def build_model(self, choices, name=None):
+        """A plain Keras model for one `{block: choice}` architecture."""
+        raise NotImplementedError
+
+    def inherit_weights(self, model, supernet, choices):
+        """Copies the supernet's weights of the chosen candidates into `model`."""
+        raise NotImplementedError

@@ -1,0 +1,122 @@
+"""GRUNAS: the group count of every grouped convolution of a ShuffleNet-style network.
+
+Seo et al., "Achieving an optimal group structure in a neural architecture
+search", Electronics Letters 2022. Layout from the reference code's CIFAR-10 log
+(see REFERENCE.md §1): a stride-2 stem and ten stride-1 units at 18x18.
+"""
+
+import keras
+
+from tfnas.layers import GrunasUnit, MixedOp
+from tfnas.layers import mixing as mixing_rules
+from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+
+PAPER_WIDTHS = [[12, 24], [24, 24], [24, 48], [48, 48], [48, 96], [96, 96], [96, 192],
+                [192, 192], [192, 384], [384, 384]]
+PAPER_CANDIDATES = [1, 2, 3, 4, 6]
+CODE_CANDIDATES = [1, 2, 3, 4]
+CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
+CIFAR_STD = [0.2023, 0.1994, 0.2010]
+
+# Layers shared by the supernet and every derived model, by name.
+SHARED_LAYERS = ("stem_conv", "stem_bn", "classifier")
+UNIT_WEIGHTED_SUBLAYERS = ("pw", "pw_bn", "dw", "gconv", "gconv_bn")
+
+
+@register_space
+class GrunasSpace(SearchSpace):
+    """Group counts of the ten units; the candidates default to the paper's {1,2,3,4,6}.
+
+    Models take float images with pixel values in [0, 255] and normalize them
+    inside (mean and std given on the [0, 1] scale, as in torchvision).
+
+    Example:
+
+    >>> space = GrunasSpace()
+    >>> model = space.build_model(dict(zip(space.blocks(), [4, 1, 1, 2, 2, 3, 2, 4, 4, 6])))
+    >>> sum(int(w.numpy().size) for w in model.trainable_weights)
+    162430
+    """
+
+    name = "grunas"
+    defaults = {
+        "num_classes": 10,
+        "input_shape": [32, 32, 3],
+        "stem_channels": 12,
+        "widths": PAPER_WIDTHS,
+        "candidates": PAPER_CANDIDATES,
+        "mean": CIFAR_MEAN,
+        "std": CIFAR_STD,
+    }
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        c = self.config
+        widths = [list(map(int, w)) for w in c["widths"]]
+        if not widths:
+            raise SearchSpaceError("grunas: 'widths' must list at least one [in, out] pair.")
+        expected_in = int(c["stem_channels"])
+        for i, (cin, cout) in enumerate(widths, start=1):
+            if cin != expected_in:
+                raise SearchSpaceError(f"grunas: unit_{i} takes {cin} channels but the layer "
+                                       f"before it gives {expected_in}.")
+            expected_in = cout
+        for g in c["candidates"]:
+            for i, (cin, cout) in enumerate(widths, start=1):
+                if not isinstance(g, int) or g < 1 or cout % g or cin // 2 < g:
+                    raise SearchSpaceError(
+                        f"grunas: group count {g!r} cannot be used in unit_{i} "
+                        f"({cin}->{cout} channels): its channel shuffle needs a group count "
+                        f"that divides {cout}, and at most {cin // 2}. Remove {g!r} from "
+                        "'candidates' or change 'widths'.")
+        self.widths = widths
+
+    def blocks(self):
+        return [f"unit_{i}" for i in range(1, len(self.widths) + 1)]
+
+    def candidates(self, block):
+        return list(self.config["candidates"])
+
+    def _stem(self, inputs):
+        mean, std = self.config["mean"], self.config["std"]
+        x = keras.layers.Normalization(mean=[255.0 * m for m in mean],
+                                       variance=[(255.0 * s) ** 2 for s in std],
+                                       name="normalize")(inputs)
+        x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
+        x = keras.layers.Conv2D(self.config["stem_channels"], 3, strides=2, use_bias=True,
+                                name="stem_conv")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
+        return keras.layers.ReLU(name="stem_relu")(x)
+
+    def _head(self, x):
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        return keras.layers.Dense(self.config["num_classes"], name="classifier")(x)
+
+    def build_supernet(self, mixing="gumbel"):
+        rule = mixing_rules.get(mixing)
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="image")
+        x = self._stem(inputs)
+        weights = {}
+        for block, (cin, cout) in zip(self.blocks(), self.widths):
+            op = MixedOp([GrunasUnit(cin, cout, g, name=f"{block}_g{g}")
+                          for g in self.candidates(block)],
+                         mixing=rule, choices=self.candidates(block), name=block)
+            x, weights[block] = op(x)
+        return keras.Model(inputs, (self._head(x), weights), name="grunas_supernet")
+
+    def build_model(self, choices, name=None):
+        self.validate_choices(choices)
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="image")
+        x = self._stem(inputs)
+        for block, (cin, cout) in zip(self.blocks(), self.widths):
+            x = GrunasUnit(cin, cout, choices[block], name=block).inline(x)
+        return keras.Model(inputs, self._head(x), name=name or "grunas")
+
+    def inherit_weights(self, model, supernet, choices):
+        for layer_name in SHARED_LAYERS:
+            model.get_layer(layer_name).set_weights(supernet.get_layer(layer_name).get_weights())
+        for block in self.blocks():
+            op = supernet.get_layer(block)
+            unit = op.candidates[op.choices.index(choices[block])]
+            for attr in UNIT_WEIGHTED_SUBLAYERS:
+                model.get_layer(f"{block}_{attr}").set_weights(getattr(unit, attr).get_weights())
