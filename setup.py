@@ -15,6 +15,7 @@ setup(
         "keras>=3.15,<3.16",
         "keras-tuner>=1.4.7,<1.5",
         "tensorflow-datasets>=4.9.9,<5",
+        "importlib_resources>=6",  # tfds downloads need it but do not declare it
         # tensorflow-model-optimization 0.8 pins absl-py~=1.2.
         "absl-py>=1.2,<2",
         "ai-edge-litert>=2.0,<3",

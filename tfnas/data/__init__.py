@@ -9,6 +9,7 @@ resizes; images stay in [0, 255] because tfnas models normalize inside.
 
 import dataclasses
 import os
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +18,10 @@ BUNDLED = "bundled"
 BUNDLED_PATH = os.path.join(os.path.dirname(__file__), "cifar10_mini.npz")
 BUNDLED_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
+
+
+# Checked before a download: tfds retries unreachable hosts for minutes.
+DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -110,15 +115,22 @@ def _tfds_builder(name, data_dir, download):
             f"Dataset {name!r} is not prepared in {where} and download=False. Prepare it "
             f"where there is internet (tfds build {name} --data_dir=DIR), pass that "
             "data_dir, or use the bundled offline set (dataset 'bundled').")
+    offline_hint = (f"If this machine is offline, prepare the dataset elsewhere (tfds build "
+                    f"{name} --data_dir=DIR), copy DIR here and pass data_dir=DIR (--set "
+                    "data.data_dir=DIR), or use the bundled offline set "
+                    "(--set data.dataset=bundled).")
+    try:
+        socket.create_connection(DOWNLOAD_PROBE, timeout=5).close()
+    except OSError as err:
+        raise DatasetUnavailableError(
+            f"Dataset {name!r} is not prepared in {where} and cannot be downloaded: "
+            f"{DOWNLOAD_PROBE[0]} is unreachable ({err}). {offline_hint}") from None
     try:
         builder.download_and_prepare()
     except Exception as err:  # pylint: disable=broad-except
         raise DatasetUnavailableError(
             f"Could not download dataset {name!r} with tensorflow-datasets into {where}: "
-            f"{type(err).__name__}: {str(err)[:300]}. If this machine is offline, prepare the "
-            f"dataset elsewhere (tfds build {name} --data_dir=DIR), copy DIR here and pass "
-            "data_dir=DIR (--set data.data_dir=DIR), or use the bundled offline set "
-            "(--set data.dataset=bundled).") from None
+            f"{type(err).__name__}: {str(err)[:300]}. {offline_hint}") from None
     return builder
 
 
