@@ -54,7 +54,7 @@ class ParameterCost(Cost):
     >>> from tfnas.spaces import get_space
     >>> cost = ParameterCost.from_supernet(get_space("grunas").build_supernet())
     >>> cost.tables["unit_1"]
-    [234.0, 216.0, 210.0, 207.0, 204.0]
+    [234.0, 198.0, 186.0, 180.0, 174.0]
     """
 
     unit = "parameters"

@@ -193,8 +193,19 @@ def _dir_size(path):
 def run_all(config, run, verbose=2):
     """Search → architecture → retrain → export; writes and returns `summary.json`."""
     start = time.time()
-    arch, supernet = search(config, run, verbose=verbose)
-    model, trained = train(config, run, arch, supernet=supernet, verbose=verbose)
+    if run.resumed and os.path.exists(run.file("checkpoints", "supernet.weights.h5")):
+        print(f"Resuming {run.path}: the search is complete, loading it.")
+        arch, supernet = Architecture.load(run.file("architecture.json")), load_supernet(
+            run.path, config)
+    else:
+        arch, supernet = search(config, run, verbose=verbose)
+    if run.resumed and os.path.exists(run.file("summary_train.json")):
+        print(f"Resuming {run.path}: the training is complete, loading it.")
+        model = keras.saving.load_model(run.file("models", "model.keras"))
+        trained = run.read_json("summary_train.json")
+    else:
+        model, trained = train(config, run, arch, supernet=supernet, verbose=verbose)
+        run.write_json("summary_train.json", trained)
     exported = export(config, run, model, verbose=False)
     summary = {
         "run_dir": run.path,

@@ -1,0 +1,89 @@
+"""The command line, run as a user runs it: `tfnas ...` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
+TINY = ["--set", "search.epochs=2", "--set", "search.warmup_epochs=1", "--set",
+        "train.epochs=1", "--set", "data.limit=96", "--set", "data.batch_size=48", "--set",
+        'space.config.widths=[[12,24],[24,24],[24,48]]']
+
+
+def tfnas(*args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "tfnas.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=env, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "quick"
+    result = tfnas("run", "--config", QUICKSTART, "--run_dir", str(run_dir), "--verbose=0",
+                   *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_run_writes_everything_into_its_directory(finished_run):
+    run_dir, result = finished_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(summary["choices"]) == 3 and summary["parameters"] > 0
+    for path in ("config.json", "architecture.json", "models/model.keras",
+                 "models/saved_model/saved_model.pb", "models/model_float32.tflite",
+                 "logs/architecture.csv", "logs/architecture.png", "logs/search_history.csv",
+                 "logs/train_history.csv", "checkpoints/supernet.weights.h5"):
+        assert (run_dir / path).exists(), path
+    assert 0.0 <= summary["exports"]["tflite_float32"]["test_accuracy"] <= 1.0
+    assert "architecture (grunas)" in result.stdout and "trainable parameters" in result.stdout
+    assert json.loads((run_dir / "config.json").read_text())["search"]["epochs"] == 2
+
+
+def test_existing_run_directory_is_never_clobbered(finished_run):
+    run_dir, _ = finished_run
+    before = (run_dir / "summary.json").stat().st_mtime_ns
+    result = tfnas("run", "--config", QUICKSTART, "--run_dir", str(run_dir), *TINY)
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "--resume" in result.stderr
+    assert (run_dir / "summary.json").stat().st_mtime_ns == before
+
+
+def test_resume_of_a_finished_run_reuses_its_stages(finished_run):
+    run_dir, _ = finished_run
+    arch = (run_dir / "architecture.json").read_text()
+    result = tfnas("run", "--run_dir", str(run_dir), "--resume", "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the search is complete" in result.stdout
+    assert "the training is complete" in result.stdout
+    assert (run_dir / "architecture.json").read_text() == arch
+
+
+def test_train_and_export_commands(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    result = tfnas("train", "--config", QUICKSTART, *TINY, "--architecture",
+                   str(run_dir / "architecture.json"), "--inherit_from", str(run_dir),
+                   "--run_dir", str(tmp_path / "train"), "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = tmp_path / "train" / "models" / "model.keras"
+    assert model.exists()
+    result = tfnas("export", "--config", QUICKSTART, *TINY, "--model", str(model),
+                   "--run_dir", str(tmp_path / "export"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "export" / "models" / "model_float32.tflite").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--set", "search.epocs=1"], "Unknown configuration key 'search.epocs'"),
+    (["train", "--architecture", "/nonexistent.json"], "Cannot read architecture"),
+    (["run", "--set", "data.dataset=cifar10", "--set", "data.download=false", "--set",
+      "data.data_dir=/tmp/tfnas-empty-data-dir"], "bundled"),
+    (["fly"], "usage: tfnas"),
+])
+def test_bad_input_is_a_clear_error(args, message, tmp_path):
+    result = tfnas(*args, "--run_dir", str(tmp_path / "r"))
+    assert result.returncode != 0
+    assert message in result.stderr
