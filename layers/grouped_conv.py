@@ -46,7 +46,7 @@ class GroupedConv2D(keras.layers.Layer):
     Example:
 
     >>> layer = GroupedConv2D(12, 1, groups=4)
-    >>> layer(keras.ops.ones((2, 8, 8, 6))).shape
+    >>> tuple(layer(keras.ops.ones((2, 8, 8, 6))).shape)
     (2, 8, 8, 12)
     >>> [tuple(w.shape) for w in layer.weights]
     [(1, 1, 1, 3), (1, 1, 1, 3), (1, 1, 1, 3), (1, 1, 3, 3)]

@@ -27,7 +27,7 @@ class GrunasUnit(keras.layers.Layer):
     Example:
 
     >>> unit = GrunasUnit(12, 24, groups=4)
-    >>> unit(keras.ops.ones((2, 18, 18, 12))).shape
+    >>> tuple(unit(keras.ops.ones((2, 18, 18, 12))).shape)
     (2, 18, 18, 24)
     """
 

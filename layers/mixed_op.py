@@ -30,7 +30,7 @@ class MixedOp(keras.layers.Layer):
     >>> op = MixedOp([keras.layers.Dense(4), keras.layers.Dense(4, use_bias=False)],
     ...              mixing="softmax", choices=["bias", "no_bias"])
     >>> y, w = op(keras.ops.ones((2, 3)))
-    >>> y.shape, keras.ops.convert_to_numpy(w).tolist()
+    >>> tuple(y.shape), keras.ops.convert_to_numpy(w).tolist()
     ((2, 4), [0.5, 0.5])
     """
 

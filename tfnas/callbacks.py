@@ -37,7 +37,7 @@ class TemperatureAnnealing(keras.callbacks.Callback):
 
     >>> cb = TemperatureAnnealing(initial=5.0, rate="paper")
     >>> round(cb.value(2), 4)
-    1.3769
+    1.3764
     """
 
     def __init__(self, initial=5.0, rate="code", start_epoch=0, minimum=0.0):

@@ -1,0 +1,20 @@
+"""The examples in the docstrings run."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
+           "tfnas.layers.grunas_unit", "tfnas.layers.mixing", "tfnas.layers.mixed_op",
+           "tfnas.costs", "tfnas.penalties", "tfnas.architecture", "tfnas.builder",
+           "tfnas.callbacks", "tfnas.spaces.grunas", "tfnas.search_model"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, extraglobs={"keras": importlib.import_module("keras")},
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
