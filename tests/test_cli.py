@@ -38,7 +38,10 @@ def test_run_writes_everything_into_its_directory(finished_run):
                  "logs/architecture.csv", "logs/architecture.png", "logs/search_history.csv",
                  "logs/train_history.csv", "checkpoints/supernet.weights.h5"):
         assert (run_dir / path).exists(), path
-    assert 0.0 <= summary["exports"]["tflite_float32"]["test_accuracy"] <= 1.0
+    for fmt in ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"):
+        assert 0.0 <= summary["exports"][fmt]["test_accuracy"] <= 1.0
+        assert summary["exports"][fmt]["host_latency"]["median_ms"] > 0
+        assert (run_dir / "models" / f"model_{fmt[7:]}.tflite").exists()
     assert "architecture (grunas)" in result.stdout and "trainable parameters" in result.stdout
     assert json.loads((run_dir / "config.json").read_text())["search"]["epochs"] == 2
 
@@ -73,7 +76,7 @@ def test_train_and_export_commands(finished_run, tmp_path):
     result = tfnas("export", "--config", QUICKSTART, *TINY, "--model", str(model),
                    "--run_dir", str(tmp_path / "export"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "export" / "models" / "model_float32.tflite").exists()
+    assert (tmp_path / "export" / "models" / "model_int8.tflite").exists()
 
 
 @pytest.mark.parametrize("args,message", [

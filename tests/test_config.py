@@ -57,6 +57,7 @@ def test_overrides_parse_json_values_and_reach_open_sections():
     ("search.alternation=batch", "'step' or 'epoch'"),
     ("search.optimizer.learning_rate=0", "positive number"),
     ("export.formats=[\"onnx\"]", "Unknown export formats"),
+    ("export.calibration_images=0", "calibration_images"),
     ("search.epochs", "key.path=value"),
 ])
 def test_bad_values_are_rejected(override, message):

@@ -21,7 +21,7 @@ def exported(tmp_path_factory):
     model(x, training=True)  # move the BN statistics away from their initial values
     out = tmp_path_factory.mktemp("export")
     saved = deploy.export_saved_model(model, str(out / "saved_model"))
-    tflite = deploy.convert_to_tflite(saved, str(out / "model.tflite"))
+    tflite = deploy.convert(saved, str(out / "model.tflite"))
     return model, x, saved, tflite
 
 
@@ -40,7 +40,10 @@ def test_saved_model_serves_without_tfnas(exported):
         loaded = tf.saved_model.load({saved!r})
         serve = loaded.signatures["serving_default"]
         x = np.load({os.path.join(saved, "..", "x.npy")!r})
-        out = list(serve(tf.constant(x)).values())[0].numpy()
+        outputs = serve(images=tf.constant(x))
+        assert sorted(outputs) == ["logits", "probabilities"], sorted(outputs)
+        np.testing.assert_allclose(outputs["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+        out = outputs["logits"].numpy()
         np.save({os.path.join(saved, "..", "y.npy")!r}, out)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -53,16 +56,44 @@ def test_saved_model_serves_without_tfnas(exported):
 
 def test_float_tflite_matches_keras_and_uses_builtin_ops_only(exported):
     model, x, _, tflite = exported
-    interpreter = deploy.tflite_interpreter(tflite)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(inp["index"], x[:1])
-    interpreter.invoke()
-    np.testing.assert_allclose(interpreter.get_tensor(out["index"]),
-                               keras.ops.convert_to_numpy(model(x[:1])), rtol=1e-4, atol=1e-4)
-    ops = {d["op_name"] for d in interpreter._get_ops_details()}  # pylint: disable=protected-access
-    assert not any(name.startswith("Flex") or name == "CUSTOM" for name in ops)
+    run = deploy.Runner(tflite)
+    logits = keras.ops.convert_to_numpy(model(x[:1]))[0]
+    out = run(x[0])
+    # The model has two outputs; either is the logits or their softmax.
+    expected = logits if abs(out.sum() - 1.0) > 1e-3 else np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    ops = deploy.op_names(tflite)
+    assert "CONV_2D" in ops and not any(n.startswith("Flex") or n == "CUSTOM" for n in ops)
     labels = np.argmax(keras.ops.convert_to_numpy(model(x)), -1)
-    assert deploy.evaluate_tflite(tflite, x, labels) == 1.0
+    assert deploy.evaluate(tflite, x, labels) == 1.0
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic", "int8"])
+def test_quantized_modes_convert_and_agree_with_keras(exported, mode, tmp_path):
+    model, x, saved, float_path = exported
+    path = deploy.convert(saved, str(tmp_path / f"{mode}.tflite"), mode,
+                          representative_data=[x])
+    assert os.path.getsize(path) < os.path.getsize(float_path)
+    labels = np.argmax(keras.ops.convert_to_numpy(model(x)), -1)
+    assert deploy.evaluate(path, x, labels) >= 0.75
+    details = deploy.interpreter(path).get_input_details()[0]
+    assert details["dtype"] == (np.int8 if mode == "int8" else np.float32)
+
+
+def test_int8_without_representative_data_is_a_clear_error(exported, tmp_path):
+    _, _, saved, _ = exported
+    with pytest.raises(deploy.ExportError, match="representative_data"):
+        deploy.convert(saved, str(tmp_path / "int8.tflite"), "int8")
+    with pytest.raises(deploy.ExportError, match="Unknown TFLite mode"):
+        deploy.convert(saved, str(tmp_path / "x.tflite"), "int4")
+
+
+def test_host_benchmark_reports_min_median_p90(exported):
+    from tfnas.deploy.benchmark import benchmark_host
+
+    result = benchmark_host(exported[3], num_threads=1, warmup_runs=2, num_runs=20)
+    assert result["num_runs"] == 20 and result["num_threads"] == 1
+    assert 0 < result["min_ms"] <= result["median_ms"] <= result["p90_ms"]
 
 
 @keras.saving.register_keras_serializable(package="tfnas_tests")
@@ -76,9 +107,13 @@ def test_ops_tflite_cannot_express_fail_loudly(tmp_path):
     model = keras.Model(inputs, Svd()(inputs))
     saved = deploy.export_saved_model(model, str(tmp_path / "svd"))
     with pytest.raises(deploy.ExportError, match="built-in ops only"):
-        deploy.convert_to_tflite(saved, str(tmp_path / "svd.tflite"))
+        deploy.convert(saved, str(tmp_path / "svd.tflite"))
 
 
-def test_missing_tflite_file_is_a_clear_error(tmp_path):
+def test_missing_or_unreadable_tflite_file_is_a_clear_error(tmp_path):
     with pytest.raises(deploy.ExportError, match="No TFLite model"):
-        deploy.tflite_interpreter(str(tmp_path / "none.tflite"))
+        deploy.interpreter(str(tmp_path / "none.tflite"))
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(deploy.ExportError, match="Cannot read TFLite model"):
+        deploy.interpreter(str(bad))

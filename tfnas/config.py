@@ -43,7 +43,9 @@ DEFAULTS = {
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
     },
-    "export": {"formats": ["saved_model", "tflite_float32"]},
+    "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
+                           "tflite_int8"],
+               "calibration_images": 200},
 }
 
 OPEN_SECTIONS = {"space.config", "search.penalty", "search.optimizer",
@@ -158,10 +160,14 @@ def validate(config):
     if search["mixing"] not in ("gumbel", "gumbel_hard", "softmax"):
         raise ConfigError(f"search.mixing must be 'gumbel', 'gumbel_hard' or 'softmax', got "
                           f"{search['mixing']!r}.")
-    formats = set(config["export"]["formats"]) - {"saved_model", "tflite_float32"}
+    known = {"saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"}
+    formats = set(config["export"]["formats"]) - known
     if formats:
-        raise ConfigError(f"Unknown export formats {sorted(formats)}; this version exports "
-                          "'saved_model' and 'tflite_float32'.")
+        raise ConfigError(f"Unknown export formats {sorted(formats)}; choose from "
+                          f"{sorted(known)}.")
+    if not isinstance(config["export"]["calibration_images"], int) or \
+            config["export"]["calibration_images"] < 1:
+        raise ConfigError("export.calibration_images must be a positive integer.")
     for key in ("learning_rate",):
         for section in ("search.optimizer", "search.arch_optimizer", "train.optimizer"):
             a, b = section.split(".")

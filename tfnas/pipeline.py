@@ -157,8 +157,12 @@ def train(config, run, architecture, supernet=None, verbose=2):
 
 
 def export(config, run, model, verbose=True):
-    """SavedModel and float32 TFLite under `models/`; the TFLite model is evaluated on test."""
+    """SavedModel and TFLite models under `models/`, each evaluated on test and timed on this host.
+
+    int8 is calibrated on images of the training split.
+    """
     from tfnas import deploy  # pylint: disable=import-outside-toplevel
+    from tfnas.deploy.benchmark import benchmark_host  # pylint: disable=import-outside-toplevel
 
     formats = config["export"]["formats"]
     result = {}
@@ -166,20 +170,28 @@ def export(config, run, model, verbose=True):
     deploy.export_saved_model(model, saved_model)
     if "saved_model" in formats:
         result["saved_model"] = {"path": saved_model, "bytes": _dir_size(saved_model)}
-    if "tflite_float32" in formats:
-        path = deploy.convert_to_tflite(saved_model, run.file("models", "model_float32.tflite"))
-        x, y = _test_arrays(config)
-        result["tflite_float32"] = {"path": path, "bytes": os.path.getsize(path),
-                                    "test_accuracy": deploy.evaluate_tflite(path, x, y)}
+    x, y = _arrays(config, "test")
+    calibration = _arrays(config, "full_train", limit=config["export"]["calibration_images"])[0]
+    for fmt in formats:
+        if not fmt.startswith("tflite_"):
+            continue
+        mode = fmt[len("tflite_"):]
+        path = deploy.convert(saved_model, run.file("models", f"model_{mode}.tflite"), mode,
+                              representative_data=[calibration],
+                              calibration_steps=len(calibration))
+        result[fmt] = {"path": path, "bytes": os.path.getsize(path),
+                       "test_accuracy": deploy.evaluate(path, x, y),
+                       "host_latency": benchmark_host(path, num_threads=1)}
     if verbose:
         print(json.dumps(result, indent=2))
     return result
 
 
-def _test_arrays(config):
+def _arrays(config, split, limit=None):
     splits = load_data(config)
     xs, ys = [], []
-    for x, y in _batches(splits, config, "test", False):
+    data = _batches(splits, config, split, False)
+    for x, y in (data if limit is None else data.unbatch().take(limit).batch(256)):
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
@@ -230,6 +242,8 @@ def format_summary(summary):
         line = f"  {fmt}: {info['bytes'] / 1024:.1f} KiB"
         if "test_accuracy" in info:
             line += f", test accuracy {info['test_accuracy']:.4f}"
+        if "host_latency" in info:
+            line += f", {info['host_latency']['median_ms']:.2f} ms median (1 thread)"
         lines.append(line)
     lines.append(f"  time: {summary['total_seconds']:.0f} s")
     return "\n".join(lines)
