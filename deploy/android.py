@@ -104,14 +104,14 @@ class AndroidBenchmark:
         self.serial = serial
         self.adb = shutil.which(adb) or (adb if os.path.isfile(adb) else None)
         self.device_dir = device_dir.rstrip("/")
-        if self.adb is None:
-            raise AndroidBenchmarkError(
-                f"adb not found ({adb!r}). Install Android platform-tools and put adb on PATH, "
-                "or pass its path.")
         if not os.path.isfile(binary):
             raise AndroidBenchmarkError(
                 f"benchmark_model binary not found at {binary}. Download or build TFLite's "
                 "benchmark_model for your phone's ABI (android_aarch64) and pass its path.")
+        if self.adb is None:
+            raise AndroidBenchmarkError(
+                f"adb not found ({adb!r}). Install Android platform-tools and put adb on PATH, "
+                "or pass its path.")
 
     def _adb(self, *args, check=True):
         cmd = [self.adb] + (["-s", self.serial] if self.serial else []) + list(args)

@@ -36,13 +36,16 @@ def test_run_writes_everything_into_its_directory(finished_run):
     for path in ("config.json", "architecture.json", "models/model.keras",
                  "models/saved_model/saved_model.pb", "models/model_float32.tflite",
                  "logs/architecture.csv", "logs/architecture.png", "logs/search_history.csv",
-                 "logs/train_history.csv", "checkpoints/supernet.weights.h5"):
+                 "logs/train_history.csv", "checkpoints/supernet.weights.h5", "report.md",
+                 "report.json", "accuracy_latency.png"):
         assert (run_dir / path).exists(), path
     for fmt in ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"):
         assert 0.0 <= summary["exports"][fmt]["test_accuracy"] <= 1.0
         assert summary["exports"][fmt]["host_latency"]["median_ms"] > 0
         assert (run_dir / "models" / f"model_{fmt[7:]}.tflite").exists()
     assert "architecture (grunas)" in result.stdout and "trainable parameters" in result.stdout
+    assert summary["macs"] > summary["parameters"]
+    assert "| tflite_int8 |" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "config.json").read_text())["search"]["epochs"] == 2
 
 
@@ -79,12 +82,28 @@ def test_train_and_export_commands(finished_run, tmp_path):
     assert (tmp_path / "export" / "models" / "model_int8.tflite").exists()
 
 
+def test_benchmark_and_report_commands(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    result = tfnas("benchmark", "--model", str(run_dir / "models" / "model_int8.tflite"),
+                   "--num_runs", "20", "--run_dir", str(tmp_path / "bench"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert bench["num_runs"] == 20 and bench["median_ms"] > 0
+    result = tfnas("report", "--runs", f"{run_dir},{run_dir}", "--run_dir",
+                   str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(json.loads((tmp_path / "report" / "report.json").read_text())) == 2 * 5  # 2 runs x (SavedModel + 4 TFLite)
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "--set", "search.epocs=1"], "Unknown configuration key 'search.epocs'"),
     (["train", "--architecture", "/nonexistent.json"], "Cannot read architecture"),
     (["run", "--set", "data.dataset=cifar10", "--set", "data.download=false", "--set",
       "data.data_dir=/tmp/tfnas-empty-data-dir"], "bundled"),
     (["fly"], "usage: tfnas"),
+    (["benchmark", "--model", "/nonexistent.tflite"], "No TFLite model"),
+    (["benchmark", "--model", "/nonexistent.tflite", "--android_binary", "/nonexistent"],
+     "benchmark_model binary not found"),
 ])
 def test_bad_input_is_a_clear_error(args, message, tmp_path):
     result = tfnas(*args, "--run_dir", str(tmp_path / "r"))

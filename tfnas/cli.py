@@ -5,18 +5,22 @@
                  [--inherit_from runs/qs]
     tfnas export --model runs/qs-train/models/model.keras --run_dir runs/qs-export
     tfnas run    --config configs/quickstart.json [--set search.epochs=2 ...]
+    tfnas benchmark --model runs/qs/models/model_int8.tflite [--threads 1]
+                 [--android_binary benchmark_model --serial SERIAL --use_gpu --op_profile]
+    tfnas report --runs runs/qs,runs/other --run_dir runs/compare
 
 Every command writes into its own `--run_dir` (default `runs/<name>-<time>`) and
 refuses an existing one unless `--resume` or `--overwrite` is given.
 """
 
+import json
 import os
 import sys
 import time
 
 from absl import app, flags
 
-COMMANDS = ("search", "train", "export", "run")
+COMMANDS = ("search", "train", "export", "run", "benchmark", "report")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "JSON recipe (see configs/).")
@@ -29,6 +33,17 @@ flags.DEFINE_string("inherit_from", None,
                     "Search run directory whose supernet weights `train` inherits.")
 flags.DEFINE_string("model", None, "A .keras model to export (export).")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0, 1 or 2).")
+flags.DEFINE_integer("threads", 1, "benchmark: CPU threads.")
+flags.DEFINE_integer("num_runs", 100, "benchmark: timed runs.")
+flags.DEFINE_integer("warmup_runs", 10, "benchmark: untimed runs first.")
+flags.DEFINE_string("android_binary", None,
+                    "benchmark: run on a phone over adb with this benchmark_model binary.")
+flags.DEFINE_string("serial", None, "benchmark: adb device serial.")
+flags.DEFINE_string("adb", "adb", "benchmark: the adb executable.")
+flags.DEFINE_bool("use_gpu", False, "benchmark (Android): GPU delegate.")
+flags.DEFINE_bool("use_xnnpack", True, "benchmark (Android): XNNPACK delegate.")
+flags.DEFINE_bool("op_profile", False, "benchmark (Android): pull a per-op profile CSV.")
+flags.DEFINE_list("runs", [], "report: run directories to compare (comma-separated).")
 
 
 def _usage():
@@ -81,6 +96,10 @@ def _main(command):
         raise app.UsageError("tfnas train needs --architecture PATH.")
     if command == "export" and not FLAGS.model:
         raise app.UsageError("tfnas export needs --model PATH.keras.")
+    if command == "benchmark" and not FLAGS.model:
+        raise app.UsageError("tfnas benchmark needs --model PATH.tflite.")
+    if command == "report" and not FLAGS.runs:
+        raise app.UsageError("tfnas report needs --runs DIR[,DIR...].")
     architecture = Architecture.load(FLAGS.architecture) if FLAGS.architecture else None
     run = _run_directory(config, command)
     print(f"tfnas {command}: writing to {run.path}")
@@ -108,10 +127,41 @@ def _main(command):
             raise app.UsageError(f"--model {FLAGS.model} does not exist.")
         model = keras.saving.load_model(FLAGS.model)
         run.write_json("summary.json", pipeline.export(config, run, model))
+    elif command == "benchmark":
+        result = _benchmark(run)
+        run.write_json("benchmark.json", result)
+        print(json.dumps(result))
+    elif command == "report":
+        from tfnas.deploy.report import rows_from_summary, write_report  # pylint: disable=import-outside-toplevel
+
+        rows = []
+        for path in FLAGS.runs:
+            summary_path = os.path.join(path, "summary.json")
+            if not os.path.exists(summary_path):
+                raise app.UsageError(f"{path} has no summary.json (run `tfnas run` first).")
+            with open(summary_path, encoding="utf-8") as f:
+                rows += rows_from_summary(json.load(f))
+        print(f"report: {write_report(rows, run.path)}")
     else:
         summary = pipeline.run_all(config, run, verbose=FLAGS.verbose)
         print(pipeline.format_summary(summary))
     return 0
+
+
+def _benchmark(run):
+    if FLAGS.android_binary:
+        from tfnas.deploy.android import AndroidBenchmark  # pylint: disable=import-outside-toplevel
+
+        bench = AndroidBenchmark(FLAGS.android_binary, serial=FLAGS.serial, adb=FLAGS.adb)
+        profile = run.file("op_profile.csv") if FLAGS.op_profile else None
+        return bench.run(FLAGS.model, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
+                         use_xnnpack=FLAGS.use_xnnpack, enable_op_profiling=FLAGS.op_profile,
+                         num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
+                         profile_out=profile)
+    from tfnas.deploy.benchmark import benchmark_host  # pylint: disable=import-outside-toplevel
+
+    return benchmark_host(FLAGS.model, num_threads=FLAGS.threads,
+                          warmup_runs=FLAGS.warmup_runs, num_runs=FLAGS.num_runs)
 
 
 def run_main():

@@ -4,8 +4,9 @@ from tfnas.architecture import ArchitectureError
 from tfnas.config import ConfigError
 from tfnas.data import DatasetUnavailableError
 from tfnas.deploy import ExportError
+from tfnas.deploy.android import AndroidBenchmarkError
 from tfnas.run_dir import RunExistsError
 from tfnas.spaces import SearchSpaceError
 
-USER_ERRORS = (ArchitectureError, ConfigError, DatasetUnavailableError, ExportError,
-               RunExistsError, SearchSpaceError)
+USER_ERRORS = (AndroidBenchmarkError, ArchitectureError, ConfigError, DatasetUnavailableError,
+               ExportError, RunExistsError, SearchSpaceError)

@@ -16,6 +16,7 @@ from tfnas import penalties
 from tfnas.architecture import Architecture, count_parameters
 from tfnas.builder import build_model
 from tfnas.callbacks import ArchitectureLogger, TemperatureAnnealing
+from tfnas.deploy.report import count_macs, rows_from_summary, write_report
 from tfnas.layers import mixing as mixing_rules
 from tfnas.search_model import SearchModel
 from tfnas.spaces import get_space
@@ -224,19 +225,21 @@ def run_all(config, run, verbose=2):
         "space": arch.space,
         "choices": arch.choice_list(),
         "parameters": count_parameters(model),
+        "macs": count_macs(model),
         "search_seconds": arch.metadata.get("search_seconds"),
         **trained,
         "exports": exported,
         "total_seconds": round(time.time() - start, 1),
     }
     run.write_json("summary.json", summary)
+    write_report(rows_from_summary(summary), run.path, title=f"tfnas run {config['name']}")
     return summary
 
 
 def format_summary(summary):
     lines = [f"tfnas run: {summary['run_dir']}",
              f"  architecture ({summary['space']}): {summary['choices']}",
-             f"  trainable parameters: {summary['parameters']:,}",
+             f"  trainable parameters: {summary['parameters']:,}, MACs: {summary['macs']:,}",
              f"  test accuracy (Keras): {summary['test_accuracy']:.4f}"]
     for fmt, info in summary["exports"].items():
         line = f"  {fmt}: {info['bytes'] / 1024:.1f} KiB"
@@ -245,5 +248,6 @@ def format_summary(summary):
         if "host_latency" in info:
             line += f", {info['host_latency']['median_ms']:.2f} ms median (1 thread)"
         lines.append(line)
+    lines.append(f"  report: {os.path.join(summary['run_dir'], 'report.md')}")
     lines.append(f"  time: {summary['total_seconds']:.0f} s")
     return "\n".join(lines)
