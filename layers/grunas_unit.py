@@ -1,5 +1,7 @@
 """The ShuffleNet-style unit searched by GRUNAS."""
 
+import types
+
 import keras
 
 from tfnas.layers.channel_shuffle import ChannelShuffle
@@ -8,6 +10,48 @@ from tfnas.layers.grouped_conv import GroupedConv2D
 # PyTorch's BatchNorm2d defaults, which the reference was trained with.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+def keras_layer_set():
+    """The layer classes a GRUNAS network is made of, from Keras 3 (see `unit_layers`)."""
+    return types.SimpleNamespace(
+        Conv2D=keras.layers.Conv2D, BatchNormalization=keras.layers.BatchNormalization,
+        ReLU=keras.layers.ReLU, DepthwiseConv2D=keras.layers.DepthwiseConv2D,
+        Add=keras.layers.Add, Concatenate=keras.layers.Concatenate,
+        Normalization=keras.layers.Normalization, ZeroPadding2D=keras.layers.ZeroPadding2D,
+        GlobalAveragePooling2D=keras.layers.GlobalAveragePooling2D, Dense=keras.layers.Dense,
+        Input=keras.Input, Model=keras.Model,
+        GroupedConv2D=GroupedConv2D, ChannelShuffle=ChannelShuffle)
+
+
+def unit_layers(L, prefix, cin, cout, groups):
+    """The sublayers of a GRUNAS unit, made from the layer set `L`.
+
+    `L` names the classes (`keras_layer_set()` for Keras 3; the quantization-aware
+    path passes tf_keras's), so one definition serves both frameworks.
+    """
+    hidden = cin // 2
+    branch_out = cout if cin == cout else cout // 2
+    bn = {"momentum": BN_MOMENTUM, "epsilon": BN_EPSILON}
+    return {
+        "pw": L.Conv2D(hidden, 1, use_bias=False, name=f"{prefix}_pw"),
+        "pw_bn": L.BatchNormalization(name=f"{prefix}_pw_bn", **bn),
+        "pw_relu": L.ReLU(name=f"{prefix}_pw_relu"),
+        "dw": L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}_dw"),
+        "gconv": L.GroupedConv2D(branch_out, 1, groups=groups, name=f"{prefix}_gconv"),
+        "gconv_bn": L.BatchNormalization(name=f"{prefix}_gconv_bn", **bn),
+        "merge": (L.Add(name=f"{prefix}_add") if cin == cout
+                  else L.Concatenate(name=f"{prefix}_concat")),
+        "relu": L.ReLU(name=f"{prefix}_relu"),
+        "shuffle": L.ChannelShuffle(groups, name=f"{prefix}_shuffle"),
+    }
+
+
+def apply_unit(layers, x, training=None):
+    """Runs a unit's sublayers (attributes of `layers`) on `x`."""
+    y = layers.pw_relu(layers.pw_bn(layers.pw(x), training=training))
+    y = layers.gconv_bn(layers.gconv(layers.dw(y)), training=training)
+    return layers.shuffle(layers.relu(layers.merge([x, y])))
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -54,26 +98,12 @@ class GrunasUnit(keras.layers.Layer):
         if hidden < g:
             raise ValueError(f"{self.name}: groups={g} exceeds the {hidden} bottleneck "
                              "channels of the grouped convolution.")
-        prefix = self.name
-        self.pw = keras.layers.Conv2D(hidden, 1, use_bias=False, name=f"{prefix}_pw")
-        self.pw_bn = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{prefix}_pw_bn")
-        self.pw_relu = keras.layers.ReLU(name=f"{prefix}_pw_relu")
-        self.dw = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False,
-                                               name=f"{prefix}_dw")
-        self.gconv = GroupedConv2D(branch_out, 1, groups=g, name=f"{prefix}_gconv")
-        self.gconv_bn = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{prefix}_gconv_bn")
-        self.merge = (keras.layers.Add(name=f"{prefix}_add") if cin == cout
-                      else keras.layers.Concatenate(name=f"{prefix}_concat"))
-        self.relu = keras.layers.ReLU(name=f"{prefix}_relu")
-        self.shuffle = ChannelShuffle(g, name=f"{prefix}_shuffle")
+        for attr, layer in unit_layers(keras_layer_set(), self.name, cin, cout, g).items():
+            setattr(self, attr, layer)
 
     def inline(self, x, training=None):
         """Applies the sublayers to `x`; on a KerasTensor this adds them to a graph."""
-        y = self.pw_relu(self.pw_bn(self.pw(x), training=training))
-        y = self.gconv_bn(self.gconv(self.dw(y)), training=training)
-        return self.shuffle(self.relu(self.merge([x, y])))
+        return apply_unit(self, x, training=training)
 
     def build(self, input_shape):
         if input_shape[-1] != self.in_channels:

@@ -7,7 +7,10 @@ search", Electronics Letters 2022. Layout from the reference code's CIFAR-10 log
 
 import keras
 
+import types
+
 from tfnas.layers import GrunasUnit, MixedOp
+from tfnas.layers.grunas_unit import apply_unit, keras_layer_set, unit_layers
 from tfnas.layers import mixing as mixing_rules
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
 
@@ -77,20 +80,21 @@ class GrunasSpace(SearchSpace):
     def candidates(self, block):
         return list(self.config["candidates"])
 
-    def _stem(self, inputs):
+    def _stem(self, inputs, L=None):
+        L = L or keras_layer_set()
         mean, std = self.config["mean"], self.config["std"]
-        x = keras.layers.Normalization(mean=[255.0 * m for m in mean],
-                                       variance=[(255.0 * s) ** 2 for s in std],
-                                       name="normalize")(inputs)
-        x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
-        x = keras.layers.Conv2D(self.config["stem_channels"], 3, strides=2, use_bias=True,
-                                name="stem_conv")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
-        return keras.layers.ReLU(name="stem_relu")(x)
+        x = L.Normalization(mean=[255.0 * m for m in mean],
+                            variance=[(255.0 * s) ** 2 for s in std], name="normalize")(inputs)
+        x = L.ZeroPadding2D(3, name="stem_pad")(x)
+        x = L.Conv2D(self.config["stem_channels"], 3, strides=2, use_bias=True,
+                     name="stem_conv")(x)
+        x = L.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
+        return L.ReLU(name="stem_relu")(x)
 
-    def _head(self, x):
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        return keras.layers.Dense(self.config["num_classes"], name="classifier")(x)
+    def _head(self, x, L=None):
+        L = L or keras_layer_set()
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        return L.Dense(self.config["num_classes"], name="classifier")(x)
 
     def build_supernet(self, mixing="gumbel"):
         rule = mixing_rules.get(mixing)
@@ -104,13 +108,16 @@ class GrunasSpace(SearchSpace):
             x, weights[block] = op(x)
         return keras.Model(inputs, (self._head(x), weights), name="grunas_supernet")
 
-    def build_model(self, choices, name=None):
+    def build_model(self, choices, name=None, layer_set=None):
+        """The derived network; `layer_set` swaps the framework (default Keras 3)."""
         self.validate_choices(choices)
-        inputs = keras.Input(tuple(self.config["input_shape"]), name="image")
-        x = self._stem(inputs)
+        L = layer_set or keras_layer_set()
+        inputs = L.Input(tuple(self.config["input_shape"]), name="image")
+        x = self._stem(inputs, L)
         for block, (cin, cout) in zip(self.blocks(), self.widths):
-            x = GrunasUnit(cin, cout, choices[block], name=block).inline(x)
-        return keras.Model(inputs, self._head(x), name=name or "grunas")
+            layers = types.SimpleNamespace(**unit_layers(L, block, cin, cout, choices[block]))
+            x = apply_unit(layers, x)
+        return L.Model(inputs, self._head(x, L), name=name or "grunas")
 
     def inherit_weights(self, model, supernet, choices):
         for layer_name in SHARED_LAYERS:

@@ -1,0 +1,69 @@
+"""Exports of the GRUNAS paper network trained briefly on the bundled data: size, accuracy, latency.
+
+Prints one JSON line: per TFLite format, file size, top-1 on the bundled test split next to the
+Keras float model, and host latency (LiteRT, batch 1, one thread, interleaved rounds), with the
+int8/float32 latency ratio.
+
+    python benchmarks/deploy_grunas.py [--epochs 5] [--rounds 5]
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfnas import data, deploy  # noqa: E402
+from tfnas.deploy.benchmark import benchmark_host  # noqa: E402
+from tfnas.spaces import get_space  # noqa: E402
+
+PAPER_H = [4, 1, 1, 2, 2, 3, 2, 4, 4, 6]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    space = get_space("grunas")
+    model = space.build_model(dict(zip(space.blocks(), PAPER_H)))
+    splits = data.load("bundled")
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(data.pipeline(splits.full_train, 64, training=True, seed=0), epochs=args.epochs,
+              verbose=0)
+    arrays = data.load_bundled_arrays()
+    x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"]
+    keras_acc = float(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
+    out = tempfile.mkdtemp()
+    saved = deploy.export_saved_model(model, os.path.join(out, "saved_model"))
+    calibration = arrays["x_train"][:200].astype("float32")
+    result = {"benchmark": "grunas_deploy", "epochs": args.epochs, "keras_accuracy": keras_acc,
+              "formats": {}}
+    paths = {}
+    for mode in deploy.MODES:
+        paths[mode] = deploy.convert(saved, os.path.join(out, f"{mode}.tflite"), mode,
+                                     representative_data=[calibration], calibration_steps=200)
+        result["formats"][mode] = {"bytes": os.path.getsize(paths[mode]),
+                                   "accuracy": deploy.evaluate(paths[mode], x_test, y_test)}
+    medians = {mode: [] for mode in paths}
+    for _ in range(args.rounds):
+        for mode, path in paths.items():
+            medians[mode].append(benchmark_host(path, num_threads=1, warmup_runs=20,
+                                                num_runs=200)["median_ms"])
+    for mode in paths:
+        result["formats"][mode]["median_ms"] = float(np.median(medians[mode]))
+    f32, i8 = result["formats"]["float32"], result["formats"]["int8"]
+    result["int8_speedup_over_float32"] = round(f32["median_ms"] / i8["median_ms"], 3)
+    result["int8_accuracy_drop_points"] = round(100 * (keras_acc - i8["accuracy"]), 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
