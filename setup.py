@@ -24,7 +24,7 @@ setup(
     ],
     extras_require={
         "qat": ["tensorflow-model-optimization>=0.8.1,<0.9", "tf-keras>=2.21,<2.22"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "tensorflow-model-optimization>=0.8.1,<0.9", "tf-keras>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tfnas=tfnas.cli:run_main"]},
 )

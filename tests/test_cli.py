@@ -39,7 +39,8 @@ def test_run_writes_everything_into_its_directory(finished_run):
                  "logs/train_history.csv", "checkpoints/supernet.weights.h5", "report.md",
                  "report.json", "accuracy_latency.png"):
         assert (run_dir / path).exists(), path
-    for fmt in ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"):
+    for fmt in ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
+                "tflite_int8_qat"):
         assert 0.0 <= summary["exports"][fmt]["test_accuracy"] <= 1.0
         assert summary["exports"][fmt]["host_latency"]["median_ms"] > 0
         assert (run_dir / "models" / f"model_{fmt[7:]}.tflite").exists()
@@ -77,7 +78,8 @@ def test_train_and_export_commands(finished_run, tmp_path):
     model = tmp_path / "train" / "models" / "model.keras"
     assert model.exists()
     result = tfnas("export", "--config", QUICKSTART, *TINY, "--model", str(model),
-                   "--run_dir", str(tmp_path / "export"))
+                   "--run_dir", str(tmp_path / "export"), "--architecture",
+                   str(run_dir / "architecture.json"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "export" / "models" / "model_int8.tflite").exists()
 
@@ -92,7 +94,8 @@ def test_benchmark_and_report_commands(finished_run, tmp_path):
     result = tfnas("report", "--runs", f"{run_dir},{run_dir}", "--run_dir",
                    str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(json.loads((tmp_path / "report" / "report.json").read_text())) == 2 * 5  # 2 runs x (SavedModel + 4 TFLite)
+    # 2 runs x (SavedModel + 5 TFLite)
+    assert len(json.loads((tmp_path / "report" / "report.json").read_text())) == 2 * 6
 
 
 @pytest.mark.parametrize("args,message", [

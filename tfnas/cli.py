@@ -28,7 +28,8 @@ flags.DEFINE_multi_string("set", [], "Override a config value: key.path=value (J
 flags.DEFINE_string("run_dir", None, "Directory of this run (default runs/<name>-<time>).")
 flags.DEFINE_bool("overwrite", False, "Delete an existing run directory first.")
 flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its checkpoints.")
-flags.DEFINE_string("architecture", None, "Architecture JSON document (train).")
+flags.DEFINE_string("architecture", None,
+                    "Architecture JSON document (train; export, for tflite_int8_qat).")
 flags.DEFINE_string("inherit_from", None,
                     "Search run directory whose supernet weights `train` inherits.")
 flags.DEFINE_string("model", None, "A .keras model to export (export).")
@@ -126,6 +127,8 @@ def _main(command):
         if not os.path.exists(FLAGS.model):
             raise app.UsageError(f"--model {FLAGS.model} does not exist.")
         model = keras.saving.load_model(FLAGS.model)
+        if architecture is not None:
+            architecture.save(run.file("architecture.json"), overwrite=True)
         run.write_json("summary.json", pipeline.export(config, run, model))
     elif command == "benchmark":
         result = _benchmark(run)

@@ -44,8 +44,11 @@ DEFAULTS = {
                       "weight_decay": 1e-4, "schedule": "cosine"},
     },
     "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
-                           "tflite_int8"],
-               "calibration_images": 200},
+                           "tflite_int8", "tflite_int8_qat"],
+               "calibration_images": 200,
+               # tflite_int8_qat (needs the 'qat' extra): fine-tuning with fake quantization
+               "qat_epochs": 2,
+               "qat_learning_rate": 1e-3},
 }
 
 OPEN_SECTIONS = {"space.config", "search.penalty", "search.optimizer",
@@ -160,11 +163,14 @@ def validate(config):
     if search["mixing"] not in ("gumbel", "gumbel_hard", "softmax"):
         raise ConfigError(f"search.mixing must be 'gumbel', 'gumbel_hard' or 'softmax', got "
                           f"{search['mixing']!r}.")
-    known = {"saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"}
+    known = {"saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
+             "tflite_int8_qat"}
     formats = set(config["export"]["formats"]) - known
     if formats:
         raise ConfigError(f"Unknown export formats {sorted(formats)}; choose from "
                           f"{sorted(known)}.")
+    if not isinstance(config["export"]["qat_epochs"], int) or config["export"]["qat_epochs"] < 0:
+        raise ConfigError("export.qat_epochs must be a non-negative integer.")
     if not isinstance(config["export"]["calibration_images"], int) or \
             config["export"]["calibration_images"] < 1:
         raise ConfigError("export.calibration_images must be a positive integer.")

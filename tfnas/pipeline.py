@@ -177,15 +177,40 @@ def export(config, run, model, verbose=True):
         if not fmt.startswith("tflite_"):
             continue
         mode = fmt[len("tflite_"):]
-        path = deploy.convert(saved_model, run.file("models", f"model_{mode}.tflite"), mode,
-                              representative_data=[calibration],
-                              calibration_steps=len(calibration))
+        if mode == "int8_qat":
+            path = _quantization_aware(config, run, model, calibration)
+        else:
+            path = deploy.convert(saved_model, run.file("models", f"model_{mode}.tflite"), mode,
+                                  representative_data=[calibration],
+                                  calibration_steps=len(calibration))
         result[fmt] = {"path": path, "bytes": os.path.getsize(path),
                        "test_accuracy": deploy.evaluate(path, x, y),
                        "host_latency": benchmark_host(path, num_threads=1)}
     if verbose:
         print(json.dumps(result, indent=2))
     return result
+
+
+def _quantization_aware(config, run, model, calibration):
+    """Fine-tunes `model` with fake quantization (tfmot, tf_keras) and writes int8 TFLite."""
+    from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
+
+    try:
+        from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        raise ExportError(f"tflite_int8_qat: {err}") from None
+    if not os.path.exists(run.file("architecture.json")):
+        raise ExportError("tflite_int8_qat rebuilds the model from its architecture document; "
+                          "pass --architecture PATH to tfnas export.")
+    e = config["export"]
+    splits = load_data(config)
+    path, history = qat.train_and_convert(
+        Architecture.load(run.file("architecture.json")), model,
+        _batches(splits, config, "full_train", True), run.file("models", "model_int8_qat.tflite"),
+        epochs=e["qat_epochs"], learning_rate=e["qat_learning_rate"],
+        representative_data=[calibration], calibration_steps=len(calibration))
+    run.write_json(os.path.join("logs", "qat_history.json"), history)
+    return path
 
 
 def _arrays(config, split, limit=None):

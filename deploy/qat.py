@@ -1,0 +1,225 @@
+"""Quantization-aware training with tensorflow-model-optimization, to an int8 TFLite model.
+
+tfmot supports `tf_keras` only and switches `tf.keras` to it when imported, so
+this module is the one place that imports either; import it only for the
+quantization-aware path (`pip install -e ".[qat]"`). The derived architecture
+is rebuilt with tf_keras layers by the same builder (`layer_set=`), the trained
+Keras 3 weights are copied layer by layer, the model is fine-tuned with fake
+quantization, and converted to int8.
+"""
+
+import types
+
+try:
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+except ImportError as err:  # pragma: no cover - depends on the optional extra
+    raise ImportError("Quantization-aware training needs the 'qat' extra: "
+                      "pip install -e '.[qat]' (tensorflow-model-optimization, tf-keras).") \
+        from err
+
+import tensorflow as tf
+
+from tfnas.architecture import Architecture
+from tfnas.deploy.tflite import ExportError, _representative, check_builtin_ops
+from tfnas.layers.grouped_conv import group_sizes
+
+quantizers = tfmot.quantization.keras.quantizers
+
+
+class GroupedConv2D(tf_keras.layers.Layer):
+    """tf_keras twin of `tfnas.layers.GroupedConv2D` (same weights, same floor split)."""
+
+    def __init__(self, filters, kernel_size, groups=1, use_bias=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.groups, self.use_bias = int(filters), int(groups), use_bias
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) \
+            else tuple(kernel_size)
+        self.output_groups = group_sizes(self.filters, self.groups)
+
+    def build(self, input_shape):
+        self.input_groups = group_sizes(int(input_shape[-1]), self.groups)
+        self.kernels = [self.add_weight(name=f"kernel_{i}", shape=(*self.kernel_size, ci, co),
+                                        initializer="he_normal")
+                        for i, (ci, co) in enumerate(zip(self.input_groups,
+                                                         self.output_groups))]
+        if self.use_bias:
+            raise ValueError("The tf_keras GroupedConv2D twin supports use_bias=False only.")
+        super().build(input_shape)  # wrappers call build() directly; mark it built once
+
+    def call(self, inputs):
+        pieces = tf.split(inputs, self.input_groups, axis=-1) if self.groups > 1 else [inputs]
+        outs = [tf.nn.conv2d(x, k, strides=1, padding="VALID")
+                for x, k in zip(pieces, self.kernels)]
+        return outs[0] if self.groups == 1 else tf.concat(outs, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "groups": self.groups,
+                "use_bias": self.use_bias}
+
+
+class ChannelShuffle(tf_keras.layers.Layer):
+    """tf_keras twin of `tfnas.layers.ChannelShuffle`."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def call(self, inputs):
+        if self.groups == 1:
+            return inputs
+        h, w, c = inputs.shape[1:]
+        x = tf.reshape(inputs, (-1, h, w, self.groups, c // self.groups))
+        x = tf.transpose(x, (0, 1, 2, 4, 3))
+        return tf.reshape(x, (-1, h, w, c))
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+class GroupedConvQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """8-bit weights per group kernel, 8-bit output, like tfmot's Conv2D config."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(k, quantizers.LastValueQuantizer(num_bits=8, symmetric=True,
+                                                  narrow_range=True, per_axis=False))
+                for k in layer.kernels]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.kernels = list(quantize_weights)
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []  # the BatchNormalization that follows quantizes the output
+
+    def get_config(self):
+        return {}
+
+
+class PassThroughQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """For layers that only move values (shuffle) or come before the first quantizer."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+class OutputQuantizeConfig(PassThroughQuantizeConfig):
+    """Float weights, 8-bit output: a BatchNormalization after a GroupedConv2D, which
+    tfmot's registry cannot fuse (it fuses BN into built-in convolutions only)."""
+
+    def get_output_quantizers(self, layer):
+        return [quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                  narrow_range=False)]
+
+
+def tf_keras_layer_set():
+    L = tf_keras.layers
+    return types.SimpleNamespace(
+        Conv2D=L.Conv2D, BatchNormalization=L.BatchNormalization, ReLU=L.ReLU,
+        DepthwiseConv2D=L.DepthwiseConv2D, Add=L.Add, Concatenate=L.Concatenate,
+        Normalization=L.Normalization, ZeroPadding2D=L.ZeroPadding2D,
+        GlobalAveragePooling2D=L.GlobalAveragePooling2D, Dense=L.Dense, Input=tf_keras.Input,
+        Model=tf_keras.Model, GroupedConv2D=GroupedConv2D, ChannelShuffle=ChannelShuffle)
+
+
+CUSTOM_OBJECTS = {"GroupedConv2D": GroupedConv2D, "ChannelShuffle": ChannelShuffle,
+                  "GroupedConvQuantizeConfig": GroupedConvQuantizeConfig,
+                  "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
+                  "OutputQuantizeConfig": OutputQuantizeConfig}
+
+
+def rebuild_in_tf_keras(architecture, keras_model):
+    """The derived architecture as a tf_keras model carrying `keras_model`'s weights."""
+    if isinstance(architecture, dict):
+        architecture = Architecture.from_dict(architecture)
+    space = architecture.search_space()
+    model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set())
+    for layer in keras_model.layers:
+        weights = layer.get_weights()
+        target = model.get_layer(layer.name)
+        if target.weights:
+            target.set_weights(weights)
+    return model
+
+
+def quantize(model):
+    """Wraps a tf_keras model with fake quantization (tfmot's default 8-bit scheme)."""
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+
+    def clone(layer):
+        if isinstance(layer, GroupedConv2D):
+            return annotate(layer, GroupedConvQuantizeConfig())
+        if isinstance(layer, (ChannelShuffle, tf_keras.layers.Normalization)):
+            return annotate(layer, PassThroughQuantizeConfig())
+        if isinstance(layer, tf_keras.layers.BatchNormalization) and isinstance(
+                layer.inbound_nodes[0].inbound_layers, GroupedConv2D):
+            return annotate(layer, OutputQuantizeConfig())
+        return annotate(layer)
+
+    annotated = tf_keras.models.clone_model(model, clone_function=clone)
+    with tfmot.quantization.keras.quantize_scope(CUSTOM_OBJECTS):
+        return tfmot.quantization.keras.quantize_apply(annotated)
+
+
+def train_and_convert(architecture, keras_model, train_data, path, epochs=2,
+                      learning_rate=1e-3, representative_data=None, calibration_steps=100,
+                      verbose=0):
+    """Quantization-aware fine-tuning of a trained derived model, then int8 TFLite.
+
+    Args:
+        architecture: the model's architecture document.
+        keras_model: the trained Keras 3 model (its weights start the fine-tuning).
+        train_data: batched `(images, labels)` dataset for fine-tuning.
+        path: the `.tflite` file to write (int8 weights, activations, input, output).
+        epochs, learning_rate: fine-tuning (SGD with momentum 0.9).
+        representative_data: image batches that set the int8 input scale.
+    Returns `(path, history)`.
+    """
+    if representative_data is None:
+        raise ExportError("Quantization-aware int8 needs representative_data (image batches "
+                          "from the training data) for the input and output scales.")
+    q = quantize(rebuild_in_tf_keras(architecture, keras_model))
+    q.compile(optimizer=tf_keras.optimizers.SGD(learning_rate, momentum=0.9),
+              loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    history = q.fit(train_data, epochs=epochs, verbose=verbose)
+    converter = tf.lite.TFLiteConverter.from_keras_model(q)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(representative_data, calibration_steps)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        flatbuffer = converter.convert()
+    except Exception as err:  # pylint: disable=broad-except
+        raise ExportError(f"TFLite conversion of the quantization-aware model failed: "
+                          f"{str(err)[-1500:]}") from err
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    check_builtin_ops(path)
+    return path, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+__all__ = ["ChannelShuffle", "GroupedConv2D", "quantize", "rebuild_in_tf_keras",
+           "tf_keras_layer_set", "train_and_convert"]
