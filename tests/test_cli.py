@@ -98,6 +98,15 @@ def test_benchmark_and_report_commands(finished_run, tmp_path):
     assert len(json.loads((tmp_path / "report" / "report.json").read_text())) == 2 * 6
 
 
+def test_latency_table_command(tmp_path):
+    result = tfnas("latency-table", "--config", QUICKSTART, "--set",
+                   'space.config.widths=[[12,24],[24,24]]', "--num_runs", "10",
+                   "--warmup_runs", "1", "--repeats", "1", "--run_dir", str(tmp_path / "lut"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = json.loads((tmp_path / "lut" / "latency_table.json").read_text())
+    assert table["format"] == "tfnas.latency_table" and len(table["entries"]) == 2 + 2 * 4 + 1
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "--set", "search.epocs=1"], "Unknown configuration key 'search.epocs'"),
     (["train", "--architecture", "/nonexistent.json"], "Cannot read architecture"),

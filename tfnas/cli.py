@@ -8,6 +8,8 @@
     tfnas benchmark --model runs/qs/models/model_int8.tflite [--threads 1]
                  [--android_binary benchmark_model --serial SERIAL --use_gpu --op_profile]
     tfnas report --runs runs/qs,runs/other --run_dir runs/compare
+    tfnas latency-table --config configs/grunas_cifar10.json --tflite_mode int8 \
+                 [--android_binary benchmark_model --serial SERIAL]
 
 Every command writes into its own `--run_dir` (default `runs/<name>-<time>`) and
 refuses an existing one unless `--resume` or `--overwrite` is given.
@@ -20,7 +22,7 @@ import time
 
 from absl import app, flags
 
-COMMANDS = ("search", "train", "export", "run", "benchmark", "report")
+COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "JSON recipe (see configs/).")
@@ -45,6 +47,9 @@ flags.DEFINE_bool("use_gpu", False, "benchmark (Android): GPU delegate.")
 flags.DEFINE_bool("use_xnnpack", True, "benchmark (Android): XNNPACK delegate.")
 flags.DEFINE_bool("op_profile", False, "benchmark (Android): pull a per-op profile CSV.")
 flags.DEFINE_list("runs", [], "report: run directories to compare (comma-separated).")
+flags.DEFINE_enum("tflite_mode", "float32", ["float32", "float16", "dynamic", "int8"],
+                  "latency-table: the TFLite mode to time.")
+flags.DEFINE_integer("repeats", 3, "latency-table: timings of each op, interleaved.")
 
 
 def _usage():
@@ -145,10 +150,33 @@ def _main(command):
             with open(summary_path, encoding="utf-8") as f:
                 rows += rows_from_summary(json.load(f))
         print(f"report: {write_report(rows, run.path)}")
+    elif command == "latency-table":
+        from tfnas.deploy import latency  # pylint: disable=import-outside-toplevel
+
+        space = pipeline.space_for(config)
+        table = latency.build_table(space, mode=FLAGS.tflite_mode, num_threads=FLAGS.threads,
+                                    num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
+                                    repeats=FLAGS.repeats, benchmark=_android_timer(),
+                                    workdir=run.file("checkpoints"))
+        if FLAGS.android_binary:
+            table["device"] = f"android:{FLAGS.serial or 'default'}"
+        path = latency.save_table(table, run.file("latency_table.json"))
+        print(f"latency table: {len(table['entries'])} ops -> {path}")
     else:
         summary = pipeline.run_all(config, run, verbose=FLAGS.verbose)
         print(pipeline.format_summary(summary))
     return 0
+
+
+def _android_timer():
+    if not FLAGS.android_binary:
+        return None
+    from tfnas.deploy.android import AndroidBenchmark  # pylint: disable=import-outside-toplevel
+
+    bench = AndroidBenchmark(FLAGS.android_binary, serial=FLAGS.serial, adb=FLAGS.adb)
+    return lambda path: bench.run(path, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
+                                  use_xnnpack=FLAGS.use_xnnpack, num_runs=FLAGS.num_runs,
+                                  warmup_runs=FLAGS.warmup_runs)
 
 
 def _benchmark(run):

@@ -5,8 +5,9 @@ from tfnas.config import ConfigError
 from tfnas.data import DatasetUnavailableError
 from tfnas.deploy import ExportError
 from tfnas.deploy.android import AndroidBenchmarkError
+from tfnas.deploy.latency import LatencyTableError
 from tfnas.run_dir import RunExistsError
 from tfnas.spaces import SearchSpaceError
 
 USER_ERRORS = (AndroidBenchmarkError, ArchitectureError, ConfigError, DatasetUnavailableError,
-               ExportError, RunExistsError, SearchSpaceError)
+               ExportError, LatencyTableError, RunExistsError, SearchSpaceError)

@@ -71,6 +71,11 @@ def _space(config, splits):
     return get_space(config["space"]["name"], space_config)
 
 
+def space_for(config):
+    """The configured search space, with the dataset's classes and input shape filled in."""
+    return _space(config, load_data(config))
+
+
 def _steps(n, batch_size):
     return int(np.ceil(n / batch_size))
 

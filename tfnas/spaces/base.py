@@ -96,3 +96,13 @@ class SearchSpace:
     def inherit_weights(self, model, supernet, choices):
         """Copies the supernet's weights of the chosen candidates into `model`."""
         raise NotImplementedError
+
+    def latency_ops(self):
+        """The ops a latency table must time, by signature.
+
+        Returns `(fixed, blocks)`: `fixed` maps the signatures of the layers
+        every network has to a function building a standalone Keras model of
+        that op; `blocks` maps each block to one `(signature, builder)` per
+        candidate, in candidate order.
+        """
+        raise NotImplementedError

@@ -127,3 +127,37 @@ class GrunasSpace(SearchSpace):
             unit = op.candidates[op.choices.index(choices[block])]
             for attr in UNIT_WEIGHTED_SUBLAYERS:
                 model.get_layer(f"{block}_{attr}").set_weights(getattr(unit, attr).get_weights())
+
+    def _spatial(self):
+        h, w, c = self.config["input_shape"]
+        return (h + 6 - 3) // 2 + 1, (w + 6 - 3) // 2 + 1, c
+
+    def latency_ops(self):
+        h, w, c = self._spatial()
+        H, W, _ = self.config["input_shape"]
+        stem, classes = self.config["stem_channels"], self.config["num_classes"]
+        last = self.widths[-1][1]
+
+        def stem_model():
+            inputs = keras.Input((H, W, c))
+            return keras.Model(inputs, self._stem(inputs))
+
+        def head_model():
+            inputs = keras.Input((h, w, last))
+            return keras.Model(inputs, self._head(inputs))
+
+        def unit_model(cin, cout, g):
+            def build():
+                inputs = keras.Input((h, w, cin))
+                layers = types.SimpleNamespace(
+                    **unit_layers(keras_layer_set(), "unit", cin, cout, g))
+                return keras.Model(inputs, apply_unit(layers, inputs))
+            return build
+
+        fixed = {f"grunas_stem-input:{H}x{W}x{c}-output:{h}x{w}x{stem}": stem_model,
+                 f"grunas_head-input:{h}x{w}x{last}-classes:{classes}": head_model}
+        blocks = {
+            block: [(f"grunas_unit-input:{h}x{w}x{cin}-output:{h}x{w}x{cout}-groups:{g}",
+                     unit_model(cin, cout, g)) for g in self.candidates(block)]
+            for block, (cin, cout) in zip(self.blocks(), self.widths)}
+        return fixed, blocks

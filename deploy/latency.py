@@ -1,0 +1,169 @@
+"""Latency lookup tables: time every candidate op of a search space, predict whole networks.
+
+A table is a versioned JSON document keyed by op signature (as ProxylessNAS's,
+e.g. `grunas_unit-input:18x18x48-output:18x18x96-groups:2`) with `count`,
+`mean` and `var` in milliseconds. Each op is converted alone to TFLite and
+timed with the host benchmark (or on a phone with `AndroidBenchmark`). Every
+single-op model pays the interpreter's fixed cost of one invoke; the table
+measures that cost once (`overhead`) and the prediction counts it once:
+
+    predicted(arch) = overhead + sum over ops (mean(op) - overhead)
+
+`LatencyCost` turns a table into a differentiable expected latency of a
+supernet for any penalty.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from tfnas.costs import Cost, mixed_ops
+from tfnas.deploy.benchmark import benchmark_host
+from tfnas.deploy.saved_model import export_saved_model
+from tfnas.deploy.tflite import convert
+
+FORMAT = "tfnas.latency_table"
+VERSION = 1
+OVERHEAD = "overhead-identity"
+
+
+class LatencyTableError(ValueError):
+    """A latency table is malformed or lacks an op a search space needs."""
+
+
+def _overhead_model(input_shape):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.ReLU()(inputs))
+
+
+def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=20,
+                repeats=3, benchmark=None, workdir=None, log=print):
+    """Times every op of `space` and returns the table (a dict; see `save_table`).
+
+    Args:
+        space: a `SearchSpace` with `latency_ops()`.
+        mode: the TFLite mode the deployed model will use (`float32`, `int8`, ...).
+        num_threads, num_runs, warmup_runs: of each host benchmark.
+        repeats: timings of each op, interleaved across ops, pooled into count/mean/var.
+        benchmark: `path -> result with median_ms` to time on another device (for example
+            `lambda p: AndroidBenchmark(binary).run(p, num_threads=4)`); default the host.
+    """
+    benchmark = benchmark or (lambda path: benchmark_host(
+        path, num_threads=num_threads, warmup_runs=warmup_runs, num_runs=num_runs))
+    fixed, blocks = space.latency_ops()
+    builders = dict(fixed)
+    for candidates in blocks.values():
+        builders.update(dict(candidates))
+    workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-")
+    first_input = fixed[next(iter(fixed))]().input_shape[1:]
+    builders[OVERHEAD] = lambda: _overhead_model(first_input)
+    paths = {}
+    start = time.time()
+    for i, (signature, build) in enumerate(builders.items()):
+        keras.utils.set_random_seed(i)
+        paths[signature] = build()
+    times = {s: [] for s in builders}
+    # Interleave the ops round by round, so drift of the machine spreads over all of them.
+    converted = {}
+    for r in range(repeats):
+        for i, (signature, model) in enumerate(paths.items()):
+            if signature not in converted:
+                converted[signature] = _convert_once(model, mode, workdir, f"op{i}")
+            times[signature].append(benchmark(converted[signature])["median_ms"])
+        if log:
+            log(f"latency table: round {r + 1}/{repeats} of {len(paths)} ops, "
+                f"{time.time() - start:.0f} s")
+    entries = {s: {"count": len(t), "mean": float(np.mean(t)), "var": float(np.var(t))}
+               for s, t in times.items()}
+    return {"format": FORMAT, "version": VERSION, "space": space.name,
+            "space_config": space.config, "mode": mode, "num_threads": num_threads,
+            "device": "host", "overhead": entries[OVERHEAD]["mean"], "entries": entries}
+
+
+def _convert_once(model, mode, workdir, name):
+    saved = export_saved_model(model, os.path.join(workdir, name), classifier=False)
+    rep = None
+    if mode == "int8":
+        rep = [np.random.default_rng(0).uniform(0, 255, (32, *model.input_shape[1:]))
+               .astype("float32")]
+    return convert(saved, os.path.join(workdir, f"{name}.tflite"), mode,
+                   representative_data=rep, calibration_steps=32)
+
+
+def save_table(table, path, overwrite=False):
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=2)
+    return path
+
+
+def load_table(path_or_dict):
+    """Reads and validates a latency table."""
+    if isinstance(path_or_dict, dict):
+        table = path_or_dict
+    else:
+        try:
+            with open(path_or_dict, encoding="utf-8") as f:
+                table = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise LatencyTableError(f"Cannot read latency table {path_or_dict}: {err}") \
+                from None
+    if table.get("format") != FORMAT or table.get("version") != VERSION:
+        raise LatencyTableError(f"Not a tfnas latency table (version {VERSION}): format "
+                                f"{table.get('format')!r}, version {table.get('version')!r}.")
+    for key in ("entries", "overhead"):
+        if key not in table:
+            raise LatencyTableError(f"The latency table has no {key!r}.")
+    for signature, entry in table["entries"].items():
+        if not {"count", "mean", "var"} <= set(entry):
+            raise LatencyTableError(f"Entry {signature!r} needs count, mean and var.")
+    return table
+
+
+def _lookup(table, signature):
+    try:
+        return table["entries"][signature]["mean"] - table["overhead"]
+    except KeyError:
+        raise LatencyTableError(
+            f"The latency table has no entry for op {signature!r}, which the search space "
+            "needs. Build the table for this space and input size (tfnas.deploy.latency."
+            "build_table, or `tfnas latency-table`).") from None
+
+
+def predict(table, space, choices):
+    """Predicted latency (ms) of the architecture `{block: choice}`."""
+    table = load_table(table)
+    fixed, blocks = space.latency_ops()
+    total = table["overhead"] + sum(_lookup(table, s) for s in fixed)
+    for block, candidates in blocks.items():
+        index = space.candidates(block).index(choices[block])
+        total += _lookup(table, candidates[index][0])
+    return float(total)
+
+
+class LatencyCost(Cost):
+    """Expected latency (ms) under the mixing weights, from a latency table.
+
+    Example: `SearchModel(supernet, cost=LatencyCost.from_table(table, space, supernet))`.
+    """
+
+    unit = "ms"
+
+    @classmethod
+    def from_table(cls, table, space, supernet=None):
+        table = load_table(table)
+        fixed, blocks = space.latency_ops()
+        fixed_ms = table["overhead"] + sum(_lookup(table, s) for s in fixed)
+        tables = {block: [_lookup(table, s) for s, _ in candidates]
+                  for block, candidates in blocks.items()}
+        if supernet is not None:
+            names = {op.name for op in mixed_ops(supernet)}
+            if names != set(tables):
+                raise LatencyTableError(f"The supernet's blocks {sorted(names)} are not the "
+                                        f"space's {sorted(tables)}.")
+        return cls(fixed_ms, tables)
