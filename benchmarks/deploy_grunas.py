@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from tfnas import data, deploy  # noqa: E402
 from tfnas.deploy.benchmark import benchmark_host  # noqa: E402
+from tfnas.deploy.lowering import fold_batch_norms  # noqa: E402
 from tfnas.spaces import get_space  # noqa: E402
 
 PAPER_H = [4, 1, 1, 2, 2, 3, 2, 4, 4, 6]
@@ -26,8 +27,10 @@ PAPER_H = [4, 1, 1, 2, 2, 3, 2, 4, 4, 6]
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per_channel", action="store_true", help="per-channel int8 weights")
+    parser.add_argument("--qat_epochs", type=int, default=2)
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     space = get_space("grunas")
@@ -42,16 +45,41 @@ def main():
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"]
     keras_acc = float(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
     out = tempfile.mkdtemp()
-    saved = deploy.export_saved_model(model, os.path.join(out, "saved_model"))
+    saved = deploy.export_saved_model(fold_batch_norms(model), os.path.join(out, "saved_model"))
     calibration = arrays["x_train"][:200].astype("float32")
     result = {"benchmark": "grunas_deploy", "epochs": args.epochs, "keras_accuracy": keras_acc,
               "formats": {}}
     paths = {}
     for mode in deploy.MODES:
         paths[mode] = deploy.convert(saved, os.path.join(out, f"{mode}.tflite"), mode,
-                                     representative_data=[calibration], calibration_steps=200)
+                                     representative_data=[calibration], calibration_steps=200,
+                                     per_channel=args.per_channel)
         result["formats"][mode] = {"bytes": os.path.getsize(paths[mode]),
                                    "accuracy": deploy.evaluate(paths[mode], x_test, y_test)}
+    if args.qat_epochs:
+        from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
+        from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
+
+        arch = Architecture("grunas", space.config, dict(zip(space.blocks(), PAPER_H)))
+        paths["int8_qat"], _, qat_model = qat.train_and_convert(
+            arch, model, data.pipeline(splits.full_train, 64, training=True, seed=0),
+            os.path.join(out, "int8_qat.tflite"), epochs=args.qat_epochs,
+            representative_data=[calibration], calibration_steps=200)
+        # The same fine-tuning without fake quantization: the float model QAT is compared with.
+        tuned = keras.models.clone_model(model)
+        tuned.set_weights(model.get_weights())
+        tuned.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=0),
+                  epochs=args.qat_epochs, verbose=0)
+        result["keras_finetuned_accuracy"] = float(
+            tuned.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
+        result["formats"]["int8_qat"] = {
+            "bytes": os.path.getsize(paths["int8_qat"]),
+            "accuracy": deploy.evaluate(paths["int8_qat"], x_test, y_test),
+            "fake_quant_keras_accuracy": float(np.mean(
+                np.argmax(qat_model.predict(x_test, verbose=0), -1) == y_test))}
     medians = {mode: [] for mode in paths}
     for _ in range(args.rounds):
         for mode, path in paths.items():
@@ -62,6 +90,14 @@ def main():
     f32, i8 = result["formats"]["float32"], result["formats"]["int8"]
     result["int8_speedup_over_float32"] = round(f32["median_ms"] / i8["median_ms"], 3)
     result["int8_accuracy_drop_points"] = round(100 * (keras_acc - i8["accuracy"]), 2)
+    if "int8_qat" in result["formats"]:
+        q = result["formats"]["int8_qat"]
+        # QAT fine-tunes further than the float model was trained: compare its int8 file with
+        # the float model fine-tuned the same way, and with the fake-quantized model itself.
+        result["int8_qat_accuracy_drop_points"] = round(
+            100 * (result["keras_finetuned_accuracy"] - q["accuracy"]), 2)
+        result["int8_qat_vs_fake_quant_points"] = round(
+            100 * (q["fake_quant_keras_accuracy"] - q["accuracy"]), 2)
     print(json.dumps(result))
 
 

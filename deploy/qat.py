@@ -21,8 +21,11 @@ except ImportError as err:  # pragma: no cover - depends on the optional extra
 import tensorflow as tf
 
 from tfnas.architecture import Architecture
-from tfnas.deploy.tflite import ExportError, _representative, check_builtin_ops
+from tfnas.deploy.tflite import (ExportError, _representative, check_builtin_ops,
+                                 strip_debug_strings)
 from tfnas.layers.grouped_conv import group_sizes
+from tfnas.deploy.lowering import fold_batch_norms
+from tfnas.layers.grunas_unit import register_concatenation
 
 quantizers = tfmot.quantization.keras.quantizers
 
@@ -43,15 +46,16 @@ class GroupedConv2D(tf_keras.layers.Layer):
                                         initializer="he_normal")
                         for i, (ci, co) in enumerate(zip(self.input_groups,
                                                          self.output_groups))]
-        if self.use_bias:
-            raise ValueError("The tf_keras GroupedConv2D twin supports use_bias=False only.")
+        self.bias = (self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+                     if self.use_bias else None)
         super().build(input_shape)  # wrappers call build() directly; mark it built once
 
     def call(self, inputs):
         pieces = tf.split(inputs, self.input_groups, axis=-1) if self.groups > 1 else [inputs]
         outs = [tf.nn.conv2d(x, k, strides=1, padding="VALID")
                 for x, k in zip(pieces, self.kernels)]
-        return outs[0] if self.groups == 1 else tf.concat(outs, axis=-1)
+        y = outs[0] if self.groups == 1 else tf.concat(outs, axis=-1)
+        return y + self.bias if self.use_bias else y
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
@@ -78,8 +82,14 @@ class ChannelShuffle(tf_keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+register_concatenation(tf_keras.layers.Concatenate)
+
+
 class GroupedConvQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     """8-bit weights per group kernel, 8-bit output, like tfmot's Conv2D config."""
+
+    def __init__(self, quantize_output=False):
+        self.quantize_output = quantize_output
 
     def get_weights_and_quantizers(self, layer):
         return [(k, quantizers.LastValueQuantizer(num_bits=8, symmetric=True,
@@ -96,10 +106,13 @@ class GroupedConvQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         pass
 
     def get_output_quantizers(self, layer):
-        return []  # the BatchNormalization that follows quantizes the output
+        if not self.quantize_output:
+            return []  # a BatchNormalization follows and quantizes the output
+        return [quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                  narrow_range=False)]
 
     def get_config(self):
-        return {}
+        return {"quantize_output": self.quantize_output}
 
 
 class PassThroughQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
@@ -139,7 +152,8 @@ def tf_keras_layer_set():
         Conv2D=L.Conv2D, BatchNormalization=L.BatchNormalization, ReLU=L.ReLU,
         DepthwiseConv2D=L.DepthwiseConv2D, Add=L.Add, Concatenate=L.Concatenate,
         Normalization=L.Normalization, ZeroPadding2D=L.ZeroPadding2D,
-        GlobalAveragePooling2D=L.GlobalAveragePooling2D, Dense=L.Dense, Input=tf_keras.Input,
+        GlobalAveragePooling2D=L.GlobalAveragePooling2D, Dense=L.Dense, Identity=L.Identity,
+        Input=tf_keras.Input,
         Model=tf_keras.Model, GroupedConv2D=GroupedConv2D, ChannelShuffle=ChannelShuffle)
 
 
@@ -150,12 +164,18 @@ CUSTOM_OBJECTS = {"GroupedConv2D": GroupedConv2D, "ChannelShuffle": ChannelShuff
 
 
 def rebuild_in_tf_keras(architecture, keras_model):
-    """The derived architecture as a tf_keras model carrying `keras_model`'s weights."""
+    """The derived architecture as a tf_keras model carrying `keras_model`'s weights.
+
+    It is built in the inference form (BatchNorms after grouped convolutions
+    folded into them), so that fake quantization sees the weights the int8
+    file will hold: tfmot folds BN into built-in convolutions only.
+    """
     if isinstance(architecture, dict):
         architecture = Architecture.from_dict(architecture)
     space = architecture.search_space()
-    model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set())
-    for layer in keras_model.layers:
+    model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set(),
+                              fold_batch_norms=True)
+    for layer in fold_batch_norms(keras_model).layers:
         weights = layer.get_weights()
         target = model.get_layer(layer.name)
         if target.weights:
@@ -169,9 +189,11 @@ def quantize(model):
 
     def clone(layer):
         if isinstance(layer, GroupedConv2D):
-            return annotate(layer, GroupedConvQuantizeConfig())
-        if isinstance(layer, (ChannelShuffle, tf_keras.layers.Normalization)):
+            return annotate(layer, GroupedConvQuantizeConfig(quantize_output=layer.use_bias))
+        if isinstance(layer, (ChannelShuffle, tf_keras.layers.Identity)):
             return annotate(layer, PassThroughQuantizeConfig())
+        if isinstance(layer, tf_keras.layers.Normalization):
+            return annotate(layer, OutputQuantizeConfig())
         if isinstance(layer, tf_keras.layers.BatchNormalization) and isinstance(
                 layer.inbound_nodes[0].inbound_layers, GroupedConv2D):
             return annotate(layer, OutputQuantizeConfig())
@@ -194,7 +216,8 @@ def train_and_convert(architecture, keras_model, train_data, path, epochs=2,
         path: the `.tflite` file to write (int8 weights, activations, input, output).
         epochs, learning_rate: fine-tuning (SGD with momentum 0.9).
         representative_data: image batches that set the int8 input scale.
-    Returns `(path, history)`.
+    Returns `(path, history, qat_model)`; `qat_model` is the fine-tuned tf_keras
+    model with fake quantization (its accuracy is what the int8 file should match).
     """
     if representative_data is None:
         raise ExportError("Quantization-aware int8 needs representative_data (image batches "
@@ -217,8 +240,9 @@ def train_and_convert(architecture, keras_model, train_data, path, epochs=2,
                           f"{str(err)[-1500:]}") from err
     with open(path, "wb") as f:
         f.write(flatbuffer)
+    strip_debug_strings(path)
     check_builtin_ops(path)
-    return path, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return path, {k: [float(v) for v in vals] for k, vals in history.history.items()}, q
 
 
 __all__ = ["ChannelShuffle", "GroupedConv2D", "quantize", "rebuild_in_tf_keras",

@@ -13,7 +13,7 @@ class ExportError(RuntimeError):
 
 
 def convert(saved_model_dir, path, mode="float32", representative_data=None,
-            calibration_steps=100):
+            calibration_steps=100, per_channel=True, strip_strings=True):
     """Converts a SavedModel to a `.tflite` file of built-in ops only.
 
     Args:
@@ -25,6 +25,10 @@ def convert(saved_model_dir, path, mode="float32", representative_data=None,
         representative_data: for int8, an iterable of float32 image batches (or
             `(images, labels)` pairs) drawn from the training data.
         calibration_steps: how many single images calibrate the int8 ranges.
+        per_channel: int8 weights with one scale per output channel (default)
+            or one per tensor (smaller file: no per-channel scale and zero-point
+            arrays; usually a little less accurate).
+        strip_strings: drop tensor names and other debug strings from the file.
 
     Returns the path. Raises `ExportError` when the model needs ops outside the
     TFLite built-in set (no Flex) or when int8 has no representative data.
@@ -47,6 +51,8 @@ def convert(saved_model_dir, path, mode="float32", representative_data=None,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+        # No public switch for per-tensor weights in TF 2.21's converter.
+        converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
     try:
         flatbuffer = converter.convert()
     except Exception as err:  # pylint: disable=broad-except
@@ -54,8 +60,19 @@ def convert(saved_model_dir, path, mode="float32", representative_data=None,
                           f"only failed: {str(err)[-1500:]}") from err
     with open(path, "wb") as f:
         f.write(flatbuffer)
+    if strip_strings:
+        strip_debug_strings(path)
     check_builtin_ops(path)
     return path
+
+
+def strip_debug_strings(path):
+    """Removes tensor names and other debug strings from a `.tflite` file, in place."""
+    from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=import-outside-toplevel
+
+    model = flatbuffer_utils.read_model(path)
+    flatbuffer_utils.strip_strings(model)
+    flatbuffer_utils.write_model(model, path)
 
 
 def _representative(data, steps):

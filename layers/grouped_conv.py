@@ -94,6 +94,8 @@ class GroupedConv2D(keras.layers.Layer):
     def call(self, inputs):
         if self.groups == 1:
             pieces = [inputs]
+        elif len(set(self.input_groups)) == 1:
+            pieces = ops.split(inputs, self.groups, axis=-1)  # TFLite SPLIT, which XNNPACK runs
         else:
             cuts = [sum(self.input_groups[:i + 1]) for i in range(self.groups - 1)]
             pieces = ops.split(inputs, cuts, axis=-1)

@@ -20,15 +20,26 @@ def keras_layer_set():
         Add=keras.layers.Add, Concatenate=keras.layers.Concatenate,
         Normalization=keras.layers.Normalization, ZeroPadding2D=keras.layers.ZeroPadding2D,
         GlobalAveragePooling2D=keras.layers.GlobalAveragePooling2D, Dense=keras.layers.Dense,
-        Input=keras.Input, Model=keras.Model,
+        Identity=keras.layers.Identity, Input=keras.Input, Model=keras.Model,
         GroupedConv2D=GroupedConv2D, ChannelShuffle=ChannelShuffle)
 
 
-def unit_layers(L, prefix, cin, cout, groups):
+_CONCATENATIONS = (keras.layers.Concatenate,)
+
+
+def register_concatenation(cls):
+    """Lets `apply_unit` recognise another framework's Concatenate (the tf_keras twin)."""
+    global _CONCATENATIONS  # pylint: disable=global-statement
+    _CONCATENATIONS = (*_CONCATENATIONS, cls)
+
+
+def unit_layers(L, prefix, cin, cout, groups, fold_batch_norm=False):
     """The sublayers of a GRUNAS unit, made from the layer set `L`.
 
     `L` names the classes (`keras_layer_set()` for Keras 3; the quantization-aware
-    path passes tf_keras's), so one definition serves both frameworks.
+    path passes tf_keras's), so one definition serves both frameworks. With
+    `fold_batch_norm`, the grouped convolution has a bias and the BatchNorm after
+    it is an `Identity`: the inference form that `tfnas.deploy.lowering` makes.
     """
     hidden = cin // 2
     branch_out = cout if cin == cout else cout // 2
@@ -38,8 +49,10 @@ def unit_layers(L, prefix, cin, cout, groups):
         "pw_bn": L.BatchNormalization(name=f"{prefix}_pw_bn", **bn),
         "pw_relu": L.ReLU(name=f"{prefix}_pw_relu"),
         "dw": L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}_dw"),
-        "gconv": L.GroupedConv2D(branch_out, 1, groups=groups, name=f"{prefix}_gconv"),
-        "gconv_bn": L.BatchNormalization(name=f"{prefix}_gconv_bn", **bn),
+        "gconv": L.GroupedConv2D(branch_out, 1, groups=groups, use_bias=fold_batch_norm,
+                                 name=f"{prefix}_gconv"),
+        "gconv_bn": (L.Identity(name=f"{prefix}_gconv_bn") if fold_batch_norm
+                     else L.BatchNormalization(name=f"{prefix}_gconv_bn", **bn)),
         "merge": (L.Add(name=f"{prefix}_add") if cin == cout
                   else L.Concatenate(name=f"{prefix}_concat")),
         "relu": L.ReLU(name=f"{prefix}_relu"),
@@ -48,9 +61,19 @@ def unit_layers(L, prefix, cin, cout, groups):
 
 
 def apply_unit(layers, x, training=None):
-    """Runs a unit's sublayers (attributes of `layers`) on `x`."""
+    """Runs a unit's sublayers (attributes of `layers`) on `x`.
+
+    Concatenating units apply the final ReLU to the branch before the
+    concatenation: relu(concat(x, y)) = concat(x, relu(y)) because a unit's
+    input is always a ReLU output (the stem's or the previous unit's), and in
+    int8 TFLite the ReLU then fuses into the branch's convolution instead of
+    running as a standalone int8 RELU, which LiteRT executes about 30x slower
+    than the concatenation itself (benchmarks/deploy_grunas.py).
+    """
     y = layers.pw_relu(layers.pw_bn(layers.pw(x), training=training))
     y = layers.gconv_bn(layers.gconv(layers.dw(y)), training=training)
+    if isinstance(layers.merge, _CONCATENATIONS):
+        return layers.shuffle(layers.merge([x, layers.relu(y)]))
     return layers.shuffle(layers.relu(layers.merge([x, y])))
 
 
@@ -63,6 +86,10 @@ class GrunasUnit(keras.layers.Layer):
     so `groups` need not divide e); BN; then the input is added (`in == out`,
     o = out) or concatenated in front of the branch (`out == 2 * in`,
     o = out / 2); ReLU; channel shuffle with `groups` groups.
+
+    Inputs are assumed non-negative, as they are everywhere in a GRUNAS
+    network (every unit follows a ReLU): a concatenating unit applies its
+    final ReLU to the branch only (see `apply_unit`).
 
     The unit is a composite layer for use inside a supernet; `inline(x)` applies
     the same sublayers one by one in a functional graph, so a derived model is

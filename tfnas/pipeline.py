@@ -178,6 +178,11 @@ def export(config, run, model, verbose=True):
         result["saved_model"] = {"path": saved_model, "bytes": _dir_size(saved_model)}
     x, y = _arrays(config, "test")
     calibration = _arrays(config, "full_train", limit=config["export"]["calibration_images"])[0]
+    # TFLite is converted from an equal model with BatchNorms folded into grouped convolutions.
+    from tfnas.deploy.lowering import fold_batch_norms  # pylint: disable=import-outside-toplevel
+
+    tflite_source = deploy.export_saved_model(fold_batch_norms(model),
+                                              run.file("checkpoints", "tflite_source"))
     for fmt in formats:
         if not fmt.startswith("tflite_"):
             continue
@@ -185,9 +190,10 @@ def export(config, run, model, verbose=True):
         if mode == "int8_qat":
             path = _quantization_aware(config, run, model, calibration)
         else:
-            path = deploy.convert(saved_model, run.file("models", f"model_{mode}.tflite"), mode,
-                                  representative_data=[calibration],
-                                  calibration_steps=len(calibration))
+            path = deploy.convert(tflite_source, run.file("models", f"model_{mode}.tflite"),
+                                  mode, representative_data=[calibration],
+                                  calibration_steps=len(calibration),
+                                  per_channel=config["export"]["int8_per_channel"])
         result[fmt] = {"path": path, "bytes": os.path.getsize(path),
                        "test_accuracy": deploy.evaluate(path, x, y),
                        "host_latency": benchmark_host(path, num_threads=1)}
@@ -209,7 +215,7 @@ def _quantization_aware(config, run, model, calibration):
                           "pass --architecture PATH to tfnas export.")
     e = config["export"]
     splits = load_data(config)
-    path, history = qat.train_and_convert(
+    path, history, _ = qat.train_and_convert(
         Architecture.load(run.file("architecture.json")), model,
         _batches(splits, config, "full_train", True), run.file("models", "model_int8_qat.tflite"),
         epochs=e["qat_epochs"], learning_rate=e["qat_learning_rate"],

@@ -108,14 +108,19 @@ class GrunasSpace(SearchSpace):
             x, weights[block] = op(x)
         return keras.Model(inputs, (self._head(x), weights), name="grunas_supernet")
 
-    def build_model(self, choices, name=None, layer_set=None):
-        """The derived network; `layer_set` swaps the framework (default Keras 3)."""
+    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
+        """The derived network; `layer_set` swaps the framework (default Keras 3).
+
+        `fold_batch_norms` builds the inference form whose grouped convolutions
+        carry the following BatchNorm (see `tfnas.deploy.lowering`).
+        """
         self.validate_choices(choices)
         L = layer_set or keras_layer_set()
         inputs = L.Input(tuple(self.config["input_shape"]), name="image")
         x = self._stem(inputs, L)
         for block, (cin, cout) in zip(self.blocks(), self.widths):
-            layers = types.SimpleNamespace(**unit_layers(L, block, cin, cout, choices[block]))
+            layers = types.SimpleNamespace(**unit_layers(L, block, cin, cout, choices[block],
+                                                         fold_batch_norms))
             x = apply_unit(layers, x)
         return L.Model(inputs, self._head(x, L), name=name or "grunas")
 
