@@ -21,8 +21,7 @@ except ImportError as err:  # pragma: no cover - depends on the optional extra
 import tensorflow as tf
 
 from tfnas.architecture import Architecture
-from tfnas.deploy.tflite import (ExportError, _representative, check_builtin_ops,
-                                 strip_debug_strings)
+from tfnas.deploy.tflite import ExportError, configure_int8, write
 from tfnas.layers.grouped_conv import group_sizes
 from tfnas.deploy.lowering import fold_batch_norms
 from tfnas.layers.grunas_unit import register_concatenation
@@ -228,20 +227,8 @@ def train_and_convert(architecture, keras_model, train_data, path, epochs=2,
               metrics=["accuracy"])
     history = q.fit(train_data, epochs=epochs, verbose=verbose)
     converter = tf.lite.TFLiteConverter.from_keras_model(q)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _representative(representative_data, calibration_steps)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    try:
-        flatbuffer = converter.convert()
-    except Exception as err:  # pylint: disable=broad-except
-        raise ExportError(f"TFLite conversion of the quantization-aware model failed: "
-                          f"{str(err)[-1500:]}") from err
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
-    strip_debug_strings(path)
-    check_builtin_ops(path)
+    configure_int8(converter, representative_data, calibration_steps)
+    write(converter, path, "of the quantization-aware model")
     return path, {k: [float(v) for v in vals] for k, vals in history.history.items()}, q
 
 

@@ -46,18 +46,28 @@ def convert(saved_model_dir, path, mode="float32", representative_data=None,
             raise ExportError("int8 conversion needs representative_data: an iterable of "
                               "image batches from the training data to calibrate the "
                               "activation ranges.")
-        converter.representative_dataset = _representative(representative_data,
-                                                            calibration_steps)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        configure_int8(converter, representative_data, calibration_steps)
         # No public switch for per-tensor weights in TF 2.21's converter.
         converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    return write(converter, path, f"({mode}) of {saved_model_dir}", strip_strings)
+
+
+def configure_int8(converter, representative_data, calibration_steps):
+    """Full integer quantization with int8 input and output."""
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(representative_data, calibration_steps)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+
+
+def write(converter, path, what, strip_strings=True):
+    """Converts, writes `path`, strips debug strings and checks that only built-in ops remain."""
     try:
         flatbuffer = converter.convert()
     except Exception as err:  # pylint: disable=broad-except
-        raise ExportError(f"TFLite conversion ({mode}) of {saved_model_dir} with built-in ops "
-                          f"only failed: {str(err)[-1500:]}") from err
+        raise ExportError(f"TFLite conversion {what} with built-in ops only failed: "
+                          f"{str(err)[-1500:]}") from err
     with open(path, "wb") as f:
         f.write(flatbuffer)
     if strip_strings:

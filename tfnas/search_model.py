@@ -108,11 +108,14 @@ class SearchModel(keras.Model):
         cost = self.cost(mixing_weights)
         return self.penalty(ce, cost), ce, cost, logits
 
-    def _weight_step(self, x, y):
-        variables = self.weight_variables
+    def _update(self, x, y, variables, optimizer):
         with tf.GradientTape() as tape:
             loss, ce, cost, logits = self._forward(x, y)
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss, ce, cost, logits
+
+    def _weight_step(self, x, y):
+        loss, ce, cost, logits = self._update(x, y, self.weight_variables, self.optimizer)
         self.loss_tracker.update_state(loss)
         self.ce_tracker.update_state(ce)
         self.cost_tracker.update_state(cost)
@@ -120,10 +123,7 @@ class SearchModel(keras.Model):
         return ops.convert_to_tensor(0)
 
     def _arch_step(self, x, y):
-        variables = self.architecture_variables
-        with tf.GradientTape() as tape:
-            loss, _, cost, _ = self._forward(x, y)
-        self.arch_optimizer.apply(tape.gradient(loss, variables), variables)
+        loss, _, cost, _ = self._update(x, y, self.architecture_variables, self.arch_optimizer)
         self.penalty.update(cost)
         self.arch_loss_tracker.update_state(loss)
         return ops.convert_to_tensor(0)
