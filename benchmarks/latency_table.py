@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from tfnas.deploy import convert, export_saved_model  # noqa: E402
 from tfnas.deploy.benchmark import benchmark_host  # noqa: E402
-from tfnas.deploy.latency import build_table, predict, save_table  # noqa: E402
+from tfnas.deploy.latency import build_table, calibrate_table, predict, save_table  # noqa: E402
 from tfnas.spaces import get_space  # noqa: E402
 
 
@@ -29,9 +29,14 @@ def main():
     parser.add_argument("--mode", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--table", default=None, help="also write the table here")
+    parser.add_argument("--calibrate", type=int, default=0,
+                        help="fit the table's scale on this many other whole networks first")
     args = parser.parse_args()
     space = get_space("grunas")
     table = build_table(space, mode=args.mode, repeats=args.repeats, log=None)
+    if args.calibrate:
+        # Calibration networks come from another seed than the validation networks below.
+        table = calibrate_table(table, space, num_networks=args.calibrate, seed=1000)
     if args.table:
         save_table(table, args.table, overwrite=True)
     rng = np.random.default_rng(0)
@@ -55,6 +60,7 @@ def main():
     print(json.dumps({
         "benchmark": "latency_table_validation", "space": "grunas", "mode": args.mode,
         "num_threads": 1, "archs": len(rows), "overhead_ms": round(table["overhead"], 4),
+        "scale": table.get("scale", 1.0), "calibration": table.get("calibration"),
         "within_10_percent": float(np.mean(np.abs(errors) <= 0.10)),
         "abs_error_median": round(float(np.median(np.abs(errors))), 4),
         "abs_error_p90": round(float(np.percentile(np.abs(errors), 90)), 4),

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from conftest import TINY_SPACE
 from tfnas.deploy.latency import (OVERHEAD, LatencyCost, LatencyTableError, build_table,
-                                  load_table, predict, save_table)
+                                  calibrate_table, load_table, predict, save_table)
 from tfnas.penalties import ProductPenalty
 from tfnas.search_model import SearchModel
 from tfnas.spaces import get_space
@@ -46,6 +46,18 @@ def test_expected_latency_is_differentiable_and_matches_predictions(table):
         loss = model.penalty(tf.constant(1.0), cost(weights))
     grads = tape.gradient(loss, model.architecture_variables)
     assert all(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+
+
+def test_calibration_fits_one_scale_on_whole_networks(table):
+    space, t = table
+    choices = {"unit_1": 4, "unit_2": 1, "unit_3": 2, "unit_4": 4}
+    raw = predict(t, space, choices)
+    calibrated = calibrate_table(dict(t), space, num_networks=2, seed=3)
+    assert calibrated["calibration"]["num_networks"] == 2
+    assert calibrated["scale"] == pytest.approx(np.median(calibrated["calibration"]["ratios"]),
+                                                rel=1e-3)
+    expected = t["overhead"] + calibrated["scale"] * (raw - t["overhead"])
+    assert predict(calibrated, space, choices) == pytest.approx(expected, rel=1e-6)
 
 
 def test_missing_signature_and_malformed_tables_are_clear_errors(table, tmp_path):

@@ -50,6 +50,8 @@ flags.DEFINE_list("runs", [], "report: run directories to compare (comma-separat
 flags.DEFINE_enum("tflite_mode", "float32", ["float32", "float16", "dynamic", "int8"],
                   "latency-table: the TFLite mode to time.")
 flags.DEFINE_integer("repeats", 3, "latency-table: timings of each op, interleaved.")
+flags.DEFINE_integer("calibrate", 0,
+                     "latency-table: fit the table's scale on this many whole networks.")
 
 
 def _usage():
@@ -158,6 +160,10 @@ def _main(command):
                                     num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
                                     repeats=FLAGS.repeats, benchmark=_android_timer(),
                                     workdir=run.file("checkpoints"))
+        if FLAGS.calibrate:
+            table = latency.calibrate_table(table, space, num_networks=FLAGS.calibrate,
+                                            benchmark=_android_timer(),
+                                            workdir=run.file("checkpoints"))
         if FLAGS.android_binary:
             table["device"] = f"android:{FLAGS.serial or 'default'}"
         path = latency.save_table(table, run.file("latency_table.json"))
