@@ -91,8 +91,9 @@ class GroupedConvQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.quantize_output = quantize_output
 
     def get_weights_and_quantizers(self, layer):
+        # Per output channel: the folded BatchNorm scales differ a lot between channels.
         return [(k, quantizers.LastValueQuantizer(num_bits=8, symmetric=True,
-                                                  narrow_range=True, per_axis=False))
+                                                  narrow_range=True, per_axis=True))
                 for k in layer.kernels]
 
     def get_activations_and_quantizers(self, layer):
