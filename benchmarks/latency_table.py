@@ -17,9 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfnas.deploy import convert, export_saved_model  # noqa: E402
 from tfnas.deploy.benchmark import benchmark_host  # noqa: E402
-from tfnas.deploy.latency import build_table, calibrate_table, predict, save_table  # noqa: E402
+from tfnas.deploy.latency import (build_table, calibrate_table, convert_for_timing,  # noqa: E402
+                                  predict, save_table)
 from tfnas.spaces import get_space  # noqa: E402
 
 
@@ -46,10 +46,7 @@ def main():
         choices = {b: int(rng.choice(space.candidates(b))) for b in space.blocks()}
         keras.utils.set_random_seed(i)
         model = space.build_model(choices)
-        saved = export_saved_model(model, os.path.join(workdir, f"m{i}"), classifier=False)
-        rep = [rng.uniform(0, 255, (32, *model.input_shape[1:])).astype("float32")]
-        path = convert(saved, os.path.join(workdir, f"m{i}.tflite"), args.mode,
-                       representative_data=rep, calibration_steps=32)
+        path = convert_for_timing(model, args.mode, workdir, f"m{i}")
         measured = float(np.median([benchmark_host(path, 1, 20, 200)["median_ms"]
                                     for _ in range(args.repeats)]))
         predicted = predict(table, space, choices)

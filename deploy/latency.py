@@ -63,21 +63,20 @@ def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=
     for candidates in blocks.values():
         builders.update(dict(candidates))
     workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-")
-    first_input = fixed[next(iter(fixed))]().input_shape[1:]
-    builders[OVERHEAD] = lambda: _overhead_model(first_input)
-    paths = {}
     start = time.time()
+    paths = {}
     for i, (signature, build) in enumerate(builders.items()):
         keras.utils.set_random_seed(i)
-        paths[signature] = build()
-    times = {s: [] for s in builders}
+        model = build()
+        if not paths:  # the interpreter's fixed cost of one invoke, on a trivial op
+            paths[OVERHEAD] = convert_for_timing(_overhead_model(model.input_shape[1:]), mode,
+                                                 workdir, "overhead")
+        paths[signature] = convert_for_timing(model, mode, workdir, f"op{i}")
+    times = {s: [] for s in paths}
     # Interleave the ops round by round, so drift of the machine spreads over all of them.
-    converted = {}
     for r in range(repeats):
-        for i, (signature, model) in enumerate(paths.items()):
-            if signature not in converted:
-                converted[signature] = _convert_once(model, mode, workdir, f"op{i}")
-            times[signature].append(benchmark(converted[signature])["median_ms"])
+        for signature, path in paths.items():
+            times[signature].append(benchmark(path)["median_ms"])
         if log:
             log(f"latency table: round {r + 1}/{repeats} of {len(paths)} ops, "
                 f"{time.time() - start:.0f} s")
@@ -88,7 +87,8 @@ def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=
             "device": "host", "overhead": entries[OVERHEAD]["mean"], "entries": entries}
 
 
-def _convert_once(model, mode, workdir, name):
+def convert_for_timing(model, mode, workdir, name):
+    """`.tflite` of `model` in `mode` for timing (int8 calibrated on random images)."""
     saved = export_saved_model(model, os.path.join(workdir, name), classifier=False)
     rep = None
     if mode == "int8":
@@ -146,7 +146,8 @@ def calibrate_table(table, space, num_networks=3, seed=1000, benchmark=None, wor
         choices = {b: space.candidates(b)[rng.integers(len(space.candidates(b)))]
                    for b in space.blocks()}
         model = space.build_model(choices)
-        measured = benchmark(_convert_once(model, table["mode"], workdir, f"net{i}"))["median_ms"]
+        measured = benchmark(convert_for_timing(model, table["mode"], workdir,
+                                                f"net{i}"))["median_ms"]
         ops_ms = predict(unscaled, space, choices) - table["overhead"]
         ratios.append((measured - table["overhead"]) / ops_ms)
     table["scale"] = float(np.median(ratios))

@@ -168,28 +168,39 @@ def export(config, run, model, verbose=True):
     int8 is calibrated on images of the training split.
     """
     from tfnas import deploy  # pylint: disable=import-outside-toplevel
-    from tfnas.deploy.benchmark import benchmark_host  # pylint: disable=import-outside-toplevel
 
     formats = config["export"]["formats"]
     result = {}
-    saved_model = run.file("models", "saved_model")
-    deploy.export_saved_model(model, saved_model)
     if "saved_model" in formats:
+        saved_model = deploy.export_saved_model(model, run.file("models", "saved_model"))
         result["saved_model"] = {"path": saved_model, "bytes": _dir_size(saved_model)}
-    x, y = _arrays(config, "test")
-    calibration = _arrays(config, "full_train", limit=config["export"]["calibration_images"])[0]
-    # TFLite is converted from an equal model with BatchNorms folded into grouped convolutions.
+    tflite_formats = [fmt for fmt in formats if fmt.startswith("tflite_")]
+    if tflite_formats:
+        result.update(_export_tflite(config, run, model, tflite_formats))
+    if verbose:
+        print(json.dumps(result, indent=2))
+    return result
+
+
+def _export_tflite(config, run, model, formats):
+    from tfnas import deploy  # pylint: disable=import-outside-toplevel
+    from tfnas.deploy.benchmark import benchmark_host  # pylint: disable=import-outside-toplevel
     from tfnas.deploy.lowering import fold_batch_norms  # pylint: disable=import-outside-toplevel
 
-    tflite_source = deploy.export_saved_model(fold_batch_norms(model),
-                                              run.file("checkpoints", "tflite_source"))
+    splits = load_data(config)
+    x, y = _arrays(splits, config, "test")
+    calibration = _arrays(splits, config, "full_train",
+                          limit=config["export"]["calibration_images"])[0]
+    result, tflite_source = {}, None
     for fmt in formats:
-        if not fmt.startswith("tflite_"):
-            continue
         mode = fmt[len("tflite_"):]
         if mode == "int8_qat":
-            path = _quantization_aware(config, run, model, calibration)
+            path = _quantization_aware(config, run, model, calibration, splits)
         else:
+            if tflite_source is None:
+                # TFLite comes from an equal model with BatchNorms folded into grouped convs.
+                tflite_source = deploy.export_saved_model(
+                    fold_batch_norms(model), run.file("checkpoints", "tflite_source"))
             path = deploy.convert(tflite_source, run.file("models", f"model_{mode}.tflite"),
                                   mode, representative_data=[calibration],
                                   calibration_steps=len(calibration),
@@ -197,12 +208,10 @@ def export(config, run, model, verbose=True):
         result[fmt] = {"path": path, "bytes": os.path.getsize(path),
                        "test_accuracy": deploy.evaluate(path, x, y),
                        "host_latency": benchmark_host(path, num_threads=1)}
-    if verbose:
-        print(json.dumps(result, indent=2))
     return result
 
 
-def _quantization_aware(config, run, model, calibration):
+def _quantization_aware(config, run, model, calibration, splits):
     """Fine-tunes `model` with fake quantization (tfmot, tf_keras) and writes int8 TFLite."""
     from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
 
@@ -214,7 +223,6 @@ def _quantization_aware(config, run, model, calibration):
         raise ExportError("tflite_int8_qat rebuilds the model from its architecture document; "
                           "pass --architecture PATH to tfnas export.")
     e = config["export"]
-    splits = load_data(config)
     path, history, _ = qat.train_and_convert(
         Architecture.load(run.file("architecture.json")), model,
         _batches(splits, config, "full_train", True), run.file("models", "model_int8_qat.tflite"),
@@ -224,8 +232,7 @@ def _quantization_aware(config, run, model, calibration):
     return path
 
 
-def _arrays(config, split, limit=None):
-    splits = load_data(config)
+def _arrays(splits, config, split, limit=None):
     xs, ys = [], []
     data = _batches(splits, config, split, False)
     for x, y in (data if limit is None else data.unbatch().take(limit).batch(256)):
