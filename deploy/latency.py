@@ -59,7 +59,7 @@ def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=
     benchmark = benchmark or (lambda path: benchmark_host(
         path, num_threads=num_threads, warmup_runs=warmup_runs, num_runs=num_runs))
     fixed, blocks = space.latency_ops()
-    builders = dict(fixed)
+    builders = dict(_pairs(fixed))
     for candidates in blocks.values():
         builders.update(dict(candidates))
     workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-")
@@ -156,6 +156,14 @@ def calibrate_table(table, space, num_networks=3, seed=1000, benchmark=None, wor
     return table
 
 
+def _pairs(fixed):
+    return list(fixed.items()) if isinstance(fixed, dict) else list(fixed)
+
+
+def _fixed_ms(table, fixed):
+    return table["overhead"] + sum(_lookup(table, s) for s, _ in _pairs(fixed))
+
+
 def _lookup(table, signature):
     try:
         return table.get("scale", 1.0) * (table["entries"][signature]["mean"]
@@ -171,7 +179,7 @@ def predict(table, space, choices):
     """Predicted latency (ms) of the architecture `{block: choice}`."""
     table = load_table(table)
     fixed, blocks = space.latency_ops()
-    total = table["overhead"] + sum(_lookup(table, s) for s in fixed)
+    total = _fixed_ms(table, fixed)
     for block, candidates in blocks.items():
         index = space.candidates(block).index(choices[block])
         total += _lookup(table, candidates[index][0])
@@ -190,7 +198,7 @@ class LatencyCost(Cost):
     def from_table(cls, table, space, supernet=None):
         table = load_table(table)
         fixed, blocks = space.latency_ops()
-        fixed_ms = table["overhead"] + sum(_lookup(table, s) for s in fixed)
+        fixed_ms = _fixed_ms(table, fixed)
         tables = {block: [_lookup(table, s) for s, _ in candidates]
                   for block, candidates in blocks.items()}
         if supernet is not None:

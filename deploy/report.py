@@ -3,38 +3,7 @@
 import json
 import os
 
-import keras
-import numpy as np
-
-from tfnas.layers import GroupedConv2D
-
-
-def count_macs(model):
-    """Multiply-accumulates of one forward pass of a functional model, for one image.
-
-    Counts convolutions (grouped and depthwise included) and dense layers;
-    normalization, activations and element-wise ops are left out.
-    """
-    total = 0
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        out_shape = layer.output.shape
-        in_channels = layer.input.shape[-1]
-        spatial = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
-        if isinstance(layer, GroupedConv2D):
-            kh, kw = layer.kernel_size
-            total += spatial * kh * kw * sum(
-                ci * co for ci, co in zip(layer.input_groups, layer.output_groups))
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            total += spatial * kh * kw * in_channels * layer.depth_multiplier
-        elif isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            total += spatial * kh * kw * (in_channels // layer.groups) * layer.filters
-        elif isinstance(layer, keras.layers.Dense):
-            total += in_channels * layer.units
-    return int(total)
+from tfnas.macs import count_macs  # noqa: F401  (part of this module's API)
 
 
 def rows_from_summary(summary, name=None):

@@ -20,7 +20,8 @@ class MixedOp(keras.layers.Layer):
     Args:
         candidates: layers with identical output shapes.
         mixing: a `MixingRule` or its name (`"softmax"`, `"gumbel"`,
-            `"gumbel_hard"`); share one rule between the ops of a supernet.
+            `"gumbel_hard"`, `"binary"`, `"binary_two"`); share one rule
+            between the ops of a supernet.
         choices: JSON-serializable labels of the candidates (e.g. group
             counts); default `0..n-1`.
         logits_initializer: initializer of the logits (default zeros: uniform).
@@ -56,6 +57,7 @@ class MixedOp(keras.layers.Layer):
             if not candidate.built:
                 candidate.build(input_shape)
             shapes.add(tuple(candidate.compute_output_shape(input_shape)[1:]))
+        self.mixing_state = self.mixing.build_state(self)
         if len(shapes) != 1:
             raise ValueError(f"{self.name}: candidates produce different output shapes "
                              f"{sorted(shapes)}; a mixed op needs them equal.")
@@ -69,7 +71,8 @@ class MixedOp(keras.layers.Layer):
         return self.mixing.probabilities(self.logits)
 
     def call(self, inputs, training=None):
-        return self.mixing.combine(self.logits, self.candidates, inputs, training=training)
+        return self.mixing.combine(self.logits, self.candidates, inputs, training=training,
+                                   state=self.mixing_state)
 
     def compute_output_shape(self, input_shape):
         return (self.candidates[0].compute_output_shape(input_shape), (len(self.candidates),))

@@ -8,6 +8,8 @@ returns the weights that a cost model should use. A rule that runs only some
 candidates (binary gates) overrides `combine`.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -22,7 +24,18 @@ class MixingRule(keras.layers.Layer):
         """The categorical distribution the logits stand for."""
         return ops.softmax(logits)
 
-    def combine(self, logits, candidates, inputs, training=None):
+    def build_state(self, op):
+        """Variables the rule keeps per mixed op (created in `op.build`); default none."""
+        return None
+
+    def architecture_step(self):
+        """Context entered while the architecture step is traced (see `BinaryGateMixing`)."""
+        return contextlib.nullcontext()
+
+    def after_update(self, logits, old_logits, state=None):
+        """Called after each architecture update with the logits before it; default nothing."""
+
+    def combine(self, logits, candidates, inputs, training=None, state=None):
         """Returns `(sum_i w_i * candidate_i(inputs), w)`."""
         w = self.mixing_weights(logits, training=training)
         outputs = None
@@ -96,10 +109,13 @@ class GumbelSoftmaxMixing(MixingRule):
 
 
 def get(identifier, temperature=5.0, seed=None):
-    """Builds a rule from a name: `softmax` (DARTS), `gumbel` (GRUNAS, SNAS), `gumbel_hard` (GDAS).
+    """Builds a rule from a name: `softmax` (DARTS), `gumbel` (GRUNAS, SNAS), `gumbel_hard`
+    (GDAS), `binary` and `binary_two` (ProxylessNAS binary gates, one or two paths).
 
-    `temperature` and `seed` apply to the Gumbel rules only.
+    `temperature` applies to the Gumbel rules only; `seed` to the sampling rules.
     """
+    from tfnas.layers.binary_gate import BinaryGateMixing  # pylint: disable=import-outside-toplevel
+
     if isinstance(identifier, MixingRule):
         return identifier
     rules = {
@@ -107,6 +123,8 @@ def get(identifier, temperature=5.0, seed=None):
         "gumbel": lambda: GumbelSoftmaxMixing(temperature, hard=False, seed=seed, name="mixing"),
         "gumbel_hard": lambda: GumbelSoftmaxMixing(temperature, hard=True, seed=seed,
                                                    name="mixing"),
+        "binary": lambda: BinaryGateMixing(paths=1, seed=seed, name="mixing"),
+        "binary_two": lambda: BinaryGateMixing(paths=2, seed=seed, name="mixing"),
     }
     if identifier not in rules:
         raise ValueError(f"Unknown mixing rule {identifier!r}; choose one of {sorted(rules)}.")

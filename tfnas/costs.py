@@ -67,3 +67,43 @@ class ParameterCost(Cost):
         in_ops = {id(v) for op in ops_ for v in op.trainable_variables}
         fixed = count_trainable(v for v in supernet.trainable_variables if id(v) not in in_ops)
         return cls(fixed, tables)
+
+
+class MacsCost(Cost):
+    """Multiply-accumulates of one forward pass, counted on the space's derived models.
+
+    The tables come from `n` derived models (model `i` takes candidate `i` at
+    every block): a layer named `<block>_...` counts for that block's
+    candidate, every other layer for the fixed part. Search spaces name the
+    layers of their blocks that way.
+
+    Example:
+
+    >>> from tfnas.spaces import get_space
+    >>> cost = MacsCost.from_space(get_space("grunas"))
+    >>> cost.tables["unit_1"][0] > cost.tables["unit_1"][-1]
+    True
+    """
+
+    unit = "MACs"
+
+    @classmethod
+    def from_space(cls, space):
+        from tfnas.macs import layer_macs  # pylint: disable=import-outside-toplevel
+
+        blocks = space.blocks()
+        counts = {b: len(space.candidates(b)) for b in blocks}
+        tables = {b: [0.0] * n for b, n in counts.items()}
+        fixed = None
+        for i in range(max(counts.values())):
+            choices = {b: space.candidates(b)[min(i, counts[b] - 1)] for b in blocks}
+            model = space.build_model(choices)
+            rest = 0
+            for layer in model.layers:
+                block = next((b for b in blocks if layer.name.startswith(f"{b}_")), None)
+                if block is None:
+                    rest += layer_macs(layer)
+                elif i < counts[block]:
+                    tables[block][i] += layer_macs(layer)
+            fixed = rest
+        return cls(fixed, tables)

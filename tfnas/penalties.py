@@ -6,6 +6,8 @@ in `keras.Variable`s and update it in `update(cost)`, which `SearchModel` calls
 after every architecture step.
 """
 
+import math
+
 from keras import ops
 
 
@@ -80,7 +82,69 @@ class ThresholdProductPenalty(Penalty):
         return {"type": self.name, "beta": self.beta, "threshold": self.threshold}
 
 
-PENALTIES = {cls.name: cls for cls in (Penalty, ProductPenalty, ThresholdProductPenalty)}
+class LogProductPenalty(Penalty):
+    """ProxylessNAS "mul#log": loss = alpha * CE * (log E[cost] / log reference) ** beta.
+
+    Defaults alpha = 0.2, beta = 0.3 (the official code). The cost and the
+    reference must be above 1 in the cost's unit (pick ms, us or MACs
+    accordingly); the cost is clipped at 1 + 1e-6 so the logarithm stays
+    positive.
+
+    Example:
+
+    >>> round(float(LogProductPenalty(alpha=1.0, beta=1.0, reference=10.0)(2.0, 100.0)), 4)
+    4.0
+    """
+
+    name = "mul_log"
+
+    def __init__(self, reference, alpha=0.2, beta=0.3):
+        self.reference = float(reference)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        if self.reference <= 1:
+            raise ValueError(f"mul_log needs a reference above 1 (its logarithm divides), got "
+                             f"{reference}; express the cost in a smaller unit (us, MACs).")
+
+    def __call__(self, cross_entropy, cost):
+        log_ratio = ops.log(ops.maximum(cost, 1.0 + 1e-6)) / math.log(self.reference)
+        return self.alpha * cross_entropy * ops.power(log_ratio, self.beta)
+
+    def get_config(self):
+        return {"type": self.name, "reference": self.reference, "alpha": self.alpha,
+                "beta": self.beta}
+
+
+class LinearAddPenalty(Penalty):
+    """ProxylessNAS "add#linear": loss = CE + lam * (E[cost] - reference) / reference.
+
+    Default lam = 0.1 (the official code).
+
+    Example:
+
+    >>> round(float(LinearAddPenalty(reference=10.0, lam=0.1)(2.0, 15.0)), 4)
+    2.05
+    """
+
+    name = "add_linear"
+
+    def __init__(self, reference, lam=0.1):
+        self.reference = float(reference)
+        self.lam = float(lam)
+        if self.reference <= 0:
+            raise ValueError(f"reference must be positive, got {reference}.")
+
+    def __call__(self, cross_entropy, cost):
+        return cross_entropy + self.lam * (cost - self.reference) / self.reference
+
+    def get_config(self):
+        return {"type": self.name, "reference": self.reference, "lam": self.lam}
+
+
+PENALTIES = {cls.name: cls for cls in (Penalty, ProductPenalty, ThresholdProductPenalty,
+                                       LogProductPenalty, LinearAddPenalty)}
+# The official ProxylessNAS names.
+ALIASES = {"mul#log": "mul_log", "add#linear": "add_linear"}
 
 
 def get(config):
@@ -91,6 +155,7 @@ def get(config):
         return Penalty()
     config = {"type": config} if isinstance(config, str) else dict(config)
     kind = config.pop("type", "none")
+    kind = ALIASES.get(kind, kind)
     if kind not in PENALTIES:
         raise ValueError(f"Unknown penalty type {kind!r}; choose one of {sorted(PENALTIES)}.")
     try:

@@ -1,5 +1,7 @@
 """The search model: alternating weight and architecture updates in one traced step."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -123,7 +125,15 @@ class SearchModel(keras.Model):
         return ops.convert_to_tensor(0)
 
     def _arch_step(self, x, y):
-        loss, _, cost, _ = self._update(x, y, self.architecture_variables, self.arch_optimizer)
+        old_logits = [ops.copy(op.logits) for op in self.mixed_ops]
+        with contextlib.ExitStack() as stack:
+            # Binary gates trace their gate gradients only into this branch.
+            for rule in self.mixing_rules:
+                stack.enter_context(rule.architecture_step())
+            loss, _, cost, _ = self._update(x, y, self.architecture_variables,
+                                            self.arch_optimizer)
+        for op, old in zip(self.mixed_ops, old_logits):
+            op.mixing.after_update(op.logits, old, state=op.mixing_state)
         self.penalty.update(cost)
         self.arch_loss_tracker.update_state(loss)
         return ops.convert_to_tensor(0)

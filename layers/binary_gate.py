@@ -1,0 +1,129 @@
+"""ProxylessNAS binary gates: one sampled path per step, BinaryConnect gradient for alpha.
+
+Cai, Zhu and Han, "ProxylessNAS: Direct neural architecture search on target
+task and hardware", ICLR 2019; the official code's modes `full_v2` (one path,
+the default here) and `two` (see REFERENCE.md §2).
+
+Weight steps run only the sampled candidate (`keras.ops.switch`, a graph-level
+`Case`): the other candidates are not computed, and no activation of theirs is
+kept for the backward pass. Architecture steps (inside `architecture_step()`,
+which `SearchModel` enters while it traces its architecture branch) add the
+gate term
+
+    out = o_k(x) + sum_j (g_j - stop_gradient(g_j)) * stop_gradient(o_j(x))
+
+whose value is zero and whose gradient is dL/dg_j = sum(o_j(x) * dL/dout):
+the candidates are evaluated forward only, so the step keeps their outputs
+but none of their internal activations. With `g = p` straight-through (p the
+softmax of the logits), autodiff gives the BinaryConnect gradient
+dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) of the official code.
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+
+from tfnas.layers.mixing import MixingRule
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class BinaryGateMixing(MixingRule):
+    """Binary gates over the candidates of each `MixedOp`.
+
+    Args:
+        paths: `1` samples one path from softmax(alpha) (`full_v2`); `2`
+            samples two candidates without replacement, gates them with the
+            softmax over those two only and, after each architecture update,
+            shifts their two logits so the other candidates keep their
+            probabilities (`two`). Two-path architecture steps run two
+            candidates instead of all of them.
+        seed: seed of the path sampling.
+
+    In inference (`training=False`) the most probable candidate runs.
+
+    Example:
+
+    >>> from tfnas.layers import MixedOp
+    >>> rule = BinaryGateMixing(seed=0)
+    >>> op = MixedOp([keras.layers.Dense(2), keras.layers.Dense(2)], mixing=rule)
+    >>> y, p = op(keras.ops.ones((1, 3)), training=True)
+    >>> tuple(y.shape), keras.ops.convert_to_numpy(p).round(2).tolist()
+    ((1, 2), [0.5, 0.5])
+    """
+
+    def __init__(self, paths=1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if paths not in (1, 2):
+            raise ValueError(f"BinaryGateMixing: paths must be 1 or 2, got {paths!r}.")
+        self.paths = int(paths)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._gate_gradients = False
+
+    @contextlib.contextmanager
+    def architecture_step(self):
+        previous, self._gate_gradients = self._gate_gradients, True
+        try:
+            yield
+        finally:
+            self._gate_gradients = previous
+
+    def mixing_weights(self, logits, training=None):
+        return ops.softmax(logits)
+
+    def build_state(self, op):
+        if self.paths == 1:
+            return None
+        # The two sampled candidates, for the rescaling after the update.
+        return op.add_weight(name="sampled_paths", shape=(2,), dtype="int32",
+                             initializer="zeros", trainable=False)
+
+    def _gumbel(self, logits):
+        uniform = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0,
+                                       seed=self.seed_generator)
+        return logits - ops.log(-ops.log(uniform))
+
+    def combine(self, logits, candidates, inputs, training=None, state=None):
+        probs = ops.softmax(logits)
+
+        def run(index):
+            return ops.switch(index, [lambda x, c=c: c(x, training=training)
+                                      for c in candidates], inputs)
+
+        if not training:
+            return run(ops.cast(ops.argmax(logits), "int32")), probs
+        if self.paths == 1:
+            index = ops.cast(ops.argmax(self._gumbel(logits)), "int32")  # ~ softmax(logits)
+            outputs = run(index)
+            if self._gate_gradients:
+                gates = ops.one_hot(index, len(candidates)) + probs - ops.stop_gradient(probs)
+                for j, candidate in enumerate(candidates):
+                    o_j = ops.stop_gradient(candidate(inputs, training=training))
+                    outputs = outputs + (gates[j] - ops.stop_gradient(gates[j])) * o_j
+            return outputs, probs
+        # Two paths: a pair without replacement (Gumbel top-2), then one of the pair
+        # with the softmax over the pair.
+        pair = ops.cast(ops.top_k(self._gumbel(logits), 2)[1], "int32")
+        pair_probs = ops.softmax(ops.take(logits, pair))
+        active = ops.cast(ops.argmax(self._gumbel(ops.log(pair_probs))), "int32")
+        outputs = run(ops.take(pair, active))
+        if self._gate_gradients:
+            state.assign(pair)
+            gates = ops.one_hot(active, 2) + pair_probs - ops.stop_gradient(pair_probs)
+            for j in range(2):
+                o_j = ops.stop_gradient(run(pair[j]))
+                outputs = outputs + (gates[j] - ops.stop_gradient(gates[j])) * o_j
+        return outputs, probs
+
+    def after_update(self, logits, old_logits, state=None):
+        """Two paths: keep the probabilities of the candidates outside the sampled pair."""
+        if self.paths == 1:
+            return
+        shift = (ops.logsumexp(ops.take(logits, state))
+                 - ops.logsumexp(ops.take(old_logits, state)))
+        mask = ops.sum(ops.one_hot(state, ops.shape(logits)[0]), axis=0)
+        logits.assign(logits - shift * mask)
+
+    def get_config(self):
+        return {**super().get_config(), "paths": self.paths, "seed": self.seed}
