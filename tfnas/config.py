@@ -30,9 +30,16 @@ DEFAULTS = {
         "epochs": 100,
         "warmup_epochs": 20,
         "alternation": "epoch",  # "epoch" (GRUNAS reference) or "step" (DARTS)
-        "mixing": "gumbel",      # "gumbel", "gumbel_hard", "softmax"
+        "mixing": "gumbel",      # "gumbel", "gumbel_hard", "softmax", "binary", "binary_two"
         "temperature": {"initial": 5.0, "rate": "code", "minimum": 0.0},
         "penalty": {"type": "threshold", "beta": 0.8, "threshold": 10 ** 5.5},
+        # what the penalty weighs: "parameters", "macs", or "latency" with "table": a
+        # latency table (tfnas latency-table) of this space
+        "cost": {"type": "parameters"},
+        # stop when the argmax architecture is unchanged for `patience` epochs and the mean
+        # normalized entropy is below `entropy_threshold`; patience 0 turns it off
+        "convergence": {"patience": 0, "entropy_threshold": 0.5},
+        "plot_blocks": None,     # blocks drawn alone in logs/architecture_blocks.png
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
         "arch_optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 5e-4},
@@ -53,8 +60,11 @@ DEFAULTS = {
                "qat_learning_rate": 1e-3},
 }
 
-OPEN_SECTIONS = {"space.config", "search.penalty", "search.optimizer",
+OPEN_SECTIONS = {"space.config", "search.penalty", "search.cost", "search.optimizer",
                  "search.arch_optimizer", "train.optimizer"}
+
+
+MIXING_RULES = ("gumbel", "gumbel_hard", "softmax", "binary", "binary_two")
 
 
 class ConfigError(ValueError):
@@ -162,9 +172,29 @@ def validate(config):
     if search["alternation"] not in ("step", "epoch"):
         raise ConfigError(f"search.alternation must be 'step' or 'epoch', got "
                           f"{search['alternation']!r}.")
-    if search["mixing"] not in ("gumbel", "gumbel_hard", "softmax"):
-        raise ConfigError(f"search.mixing must be 'gumbel', 'gumbel_hard' or 'softmax', got "
+    if search["mixing"] not in MIXING_RULES:
+        raise ConfigError(f"search.mixing must be one of {list(MIXING_RULES)}, got "
                           f"{search['mixing']!r}.")
+    patience = search["convergence"]["patience"]
+    if not isinstance(patience, int) or patience < 0:
+        raise ConfigError(f"search.convergence.patience must be a non-negative integer (0 "
+                          f"turns the stop off), got {patience!r}.")
+    threshold = search["convergence"]["entropy_threshold"]
+    if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ConfigError("search.convergence.entropy_threshold is a normalized entropy in "
+                          f"(0, 1], got {threshold!r}.")
+    cost = search["cost"]
+    kinds = {"parameters": set(), "macs": set(), "latency": {"table"}}
+    if cost.get("type") not in kinds:
+        raise ConfigError(f"search.cost.type must be one of {sorted(kinds)}, got "
+                          f"{cost.get('type')!r}.")
+    extra = set(cost) - {"type"} - kinds[cost["type"]]
+    missing = kinds[cost["type"]] - set(cost)
+    if extra or missing:
+        raise ConfigError(f"search.cost of type {cost['type']!r} takes "
+                          f"{sorted(kinds[cost['type']]) or 'no other keys'}"
+                          + (f"; unknown {sorted(extra)}" if extra else "")
+                          + (f"; missing {sorted(missing)}" if missing else "") + ".")
     known = {"saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
              "tflite_int8_qat"}
     formats = set(config["export"]["formats"]) - known

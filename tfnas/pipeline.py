@@ -15,7 +15,8 @@ from tfnas import data as data_lib
 from tfnas import penalties
 from tfnas.architecture import Architecture, count_parameters
 from tfnas.builder import build_model
-from tfnas.callbacks import ArchitectureLogger, TemperatureAnnealing
+from tfnas.callbacks import ArchitectureLogger, ConvergenceStop, TemperatureAnnealing
+from tfnas.costs import MacsCost, ParameterCost
 from tfnas.deploy.report import count_macs, rows_from_summary, write_report
 from tfnas.layers import mixing as mixing_rules
 from tfnas.search_model import SearchModel
@@ -80,11 +81,29 @@ def _steps(n, batch_size):
     return int(np.ceil(n / batch_size))
 
 
-def build_search_model(config, space):
+def build_supernet(config, space):
     s = config["search"]
     rule = mixing_rules.get(s["mixing"], temperature=s["temperature"]["initial"],
                             seed=config["seed"])
-    return SearchModel(space.build_supernet(rule), penalty=penalties.get(s["penalty"]))
+    return space.build_supernet(rule)
+
+
+def build_cost(config, space, supernet):
+    """The cost the penalty weighs (`search.cost`), over the supernet's mixing weights."""
+    cost = config["search"]["cost"]
+    if cost["type"] == "macs":
+        return MacsCost.from_space(space)
+    if cost["type"] == "latency":
+        from tfnas.deploy.latency import LatencyCost  # pylint: disable=import-outside-toplevel
+
+        return LatencyCost.from_table(cost["table"], space, supernet)
+    return ParameterCost.from_supernet(supernet)
+
+
+def build_search_model(config, space):
+    supernet = build_supernet(config, space)
+    return SearchModel(supernet, cost=build_cost(config, space, supernet),
+                       penalty=penalties.get(config["search"]["penalty"]))
 
 
 def search(config, run, verbose=2):
@@ -100,15 +119,20 @@ def search(config, run, verbose=2):
     model.compile(optimizer=make_optimizer(s["optimizer"], weight_steps),
                   arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
     t = s["temperature"]
-    callbacks = [
-        TemperatureAnnealing(t["initial"], t["rate"], start_epoch=s["warmup_epochs"],
-                             minimum=t["minimum"]),
-        ArchitectureLogger(run.file("logs")),
+    callbacks = [ArchitectureLogger(run.file("logs"), plot_blocks=s["plot_blocks"])]
+    if s["mixing"].startswith("gumbel"):
+        callbacks.insert(0, TemperatureAnnealing(t["initial"], t["rate"],
+                                                 start_epoch=s["warmup_epochs"],
+                                                 minimum=t["minimum"]))
+    stop = None
+    if s["convergence"]["patience"]:
+        stop = ConvergenceStop(s["convergence"]["patience"],
+                               s["convergence"]["entropy_threshold"])
+        callbacks.append(stop)
+    callbacks += [
         keras.callbacks.CSVLogger(run.file("logs", "search_history.csv"), append=True),
         keras.callbacks.BackupAndRestore(run.file("checkpoints", "search")),
     ]
-    if s["mixing"] == "softmax":
-        callbacks.pop(0)
     start = time.time()
     model.fit(_batches(splits, config, "train", True),
               arch_data=_batches(splits, config, "val", True), alternation=s["alternation"],
@@ -117,7 +141,8 @@ def search(config, run, verbose=2):
     arch = model.derive_architecture(space, metadata={
         "search_seconds": round(time.time() - start, 1), "dataset": config["data"]["dataset"],
         "epochs": s["epochs"], "penalty": model.penalty.get_config(),
-        "expected_cost": model.expected_cost()})
+        "expected_cost": model.expected_cost(), "cost_unit": model.cost.unit,
+        "converged_epoch": stop.stopped_epoch if stop else None})
     arch.save(run.file("architecture.json"), overwrite=True)
     model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"))
     return arch, model.supernet
@@ -130,7 +155,7 @@ def load_supernet(run_path, config):
         raise FileNotFoundError(f"No supernet weights at {path}: inheriting weights needs a "
                                 "finished search run (or use --noinherit).")
     arch = Architecture.load(os.path.join(run_path, "architecture.json"))
-    supernet = build_search_model(config, arch.search_space()).supernet
+    supernet = build_supernet(config, arch.search_space())
     supernet.load_weights(path)
     return supernet
 
