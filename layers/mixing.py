@@ -34,6 +34,7 @@ class MixingRule(keras.layers.Layer):
 
     def after_update(self, logits, old_logits, state=None):
         """Called after each architecture update with the logits before it; default nothing."""
+        del logits, old_logits, state  # AutoGraph cannot convert a docstring-only body
 
     def combine(self, logits, candidates, inputs, training=None, state=None):
         """Returns `(sum_i w_i * candidate_i(inputs), w)`."""

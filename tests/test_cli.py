@@ -9,6 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
+PRESNET = os.path.join(ROOT, "configs", "presnet50_cpu_{}.json")
 TINY = ["--set", "search.epochs=2", "--set", "search.warmup_epochs=1", "--set",
         "train.epochs=1", "--set", "data.limit=96", "--set", "data.batch_size=48", "--set",
         'space.config.widths=[[12,24],[24,24],[24,48]]']
@@ -113,6 +114,12 @@ def test_latency_table_command(tmp_path):
     (["run", "--set", "data.dataset=cifar10", "--set", "data.download=false", "--set",
       "data.data_dir=/tmp/tfnas-empty-data-dir"], "bundled"),
     (["fly"], "usage: tfnas"),
+    (["run", "--config", PRESNET.format("s"), "--set", "space.config.scope=xl"],
+     "unknown search scope 'xl'"),
+    (["run", "--config", PRESNET.format("s"), "--set", 'space.config.activations=["relu","gelu"]'],
+     "unknown activations ['gelu']"),
+    (["run", "--config", PRESNET.format("s"), "--set", 'search.cost={"type":"latency"}'],
+     "missing ['table']"),
     (["benchmark", "--model", "/nonexistent.tflite"], "No TFLite model"),
     (["benchmark", "--model", "/nonexistent.tflite", "--android_binary", "/nonexistent"],
      "benchmark_model binary not found"),
@@ -121,3 +128,22 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path):
     result = tfnas(*args, "--run_dir", str(tmp_path / "r"))
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("scope, blocks", [("s", 3), ("m", 9)])
+def test_scaled_down_presnet_search_runs_through_the_cli(scope, blocks, tmp_path):
+    run_dir = tmp_path / scope
+    result = tfnas("run", "--config", PRESNET.format(scope), "--run_dir", str(run_dir),
+                   "--verbose=0", "--set", "search.epochs=2", "--set", "train.epochs=1",
+                   "--set", "data.limit=64", "--set", "data.batch_size=32", "--set",
+                   "export.formats=[]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    assert arch["space"] == "resnet50" and len(arch["choices"]) == blocks
+    assert arch["space_config"]["scope"] == scope
+    assert set(arch["metadata"]) >= {"converged_epoch", "expected_cost", "cost_unit"}
+    assert (run_dir / "models" / "model.keras").exists()
+    for name in ("architecture.png", "architecture_blocks.png", "architecture_final.png"):
+        assert (run_dir / "logs" / name).stat().st_size > 1000
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["choices"] == list(arch["choices"].values())
