@@ -31,23 +31,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per_channel", action="store_true", help="per-channel int8 weights")
     parser.add_argument("--qat_epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
     space = get_space("grunas")
     model = space.build_model(dict(zip(space.blocks(), PAPER_H)))
     splits = data.load("bundled")
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(data.pipeline(splits.full_train, 64, training=True, seed=0), epochs=args.epochs,
-              verbose=0)
+    model.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
+              epochs=args.epochs, verbose=0)
     arrays = data.load_bundled_arrays()
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"]
     keras_acc = float(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
     out = tempfile.mkdtemp()
     saved = deploy.export_saved_model(fold_batch_norms(model), os.path.join(out, "saved_model"))
     calibration = arrays["x_train"][:200].astype("float32")
-    result = {"benchmark": "grunas_deploy", "epochs": args.epochs, "keras_accuracy": keras_acc,
+    result = {"benchmark": "grunas_deploy", "epochs": args.epochs, "seed": args.seed,
+              "keras_accuracy": keras_acc,
               "formats": {}}
     paths = {}
     for mode in deploy.MODES:
@@ -62,7 +64,7 @@ def main():
 
         arch = Architecture("grunas", space.config, dict(zip(space.blocks(), PAPER_H)))
         paths["int8_qat"], _, qat_model = qat.train_and_convert(
-            arch, model, data.pipeline(splits.full_train, 64, training=True, seed=0),
+            arch, model, data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
             os.path.join(out, "int8_qat.tflite"), epochs=args.qat_epochs,
             representative_data=[calibration], calibration_steps=200)
         # The same fine-tuning without fake quantization: the float model QAT is compared with.
@@ -71,7 +73,7 @@ def main():
         tuned.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-        tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=0),
+        tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
                   epochs=args.qat_epochs, verbose=0)
         result["keras_finetuned_accuracy"] = float(
             tuned.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
@@ -96,6 +98,8 @@ def main():
         # the float model fine-tuned the same way, and with the fake-quantized model itself.
         result["int8_qat_accuracy_drop_points"] = round(
             100 * (result["keras_finetuned_accuracy"] - q["accuracy"]), 2)
+        result["int8_qat_drop_vs_trained_float_points"] = round(
+            100 * (keras_acc - q["accuracy"]), 2)
         result["int8_qat_vs_fake_quant_points"] = round(
             100 * (q["fake_quant_keras_accuracy"] - q["accuracy"]), 2)
     print(json.dumps(result))

@@ -163,6 +163,9 @@ CUSTOM_OBJECTS = {"GroupedConv2D": GroupedConv2D, "ChannelShuffle": ChannelShuff
                   "OutputQuantizeConfig": OutputQuantizeConfig}
 
 
+QAT_SPACES = {"grunas"}
+
+
 def rebuild_in_tf_keras(architecture, keras_model):
     """The derived architecture as a tf_keras model carrying `keras_model`'s weights.
 
@@ -172,6 +175,11 @@ def rebuild_in_tf_keras(architecture, keras_model):
     """
     if isinstance(architecture, dict):
         architecture = Architecture.from_dict(architecture)
+    if architecture.space not in QAT_SPACES:
+        raise ExportError(
+            f"Quantization-aware training supports the {sorted(QAT_SPACES)} space(s), not "
+            f"{architecture.space!r} (its rebuild in tf_keras with quantize configs for every layer exists for those only). "
+            "Export post-training int8 instead (tflite_int8).")
     space = architecture.search_space()
     model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set(),
                               fold_batch_norms=True)
