@@ -193,17 +193,24 @@ class LatencyCost(Cost):
     """
 
     unit = "ms"
+    UNITS = {"ms": 1.0, "us": 1000.0}
 
     @classmethod
-    def from_table(cls, table, space, supernet=None):
+    def from_table(cls, table, space, supernet=None, unit="ms"):
+        """`unit="us"` gives microseconds: `mul#log` needs costs above 1."""
+        if unit not in cls.UNITS:
+            raise LatencyTableError(f"Unknown latency unit {unit!r}; use 'ms' or 'us'.")
         table = load_table(table)
+        factor = cls.UNITS[unit]
         fixed, blocks = space.latency_ops()
-        fixed_ms = _fixed_ms(table, fixed)
-        tables = {block: [_lookup(table, s) for s, _ in candidates]
+        fixed_ms = factor * _fixed_ms(table, fixed)
+        tables = {block: [factor * _lookup(table, s) for s, _ in candidates]
                   for block, candidates in blocks.items()}
         if supernet is not None:
             names = {op.name for op in mixed_ops(supernet)}
             if names != set(tables):
                 raise LatencyTableError(f"The supernet's blocks {sorted(names)} are not the "
                                         f"space's {sorted(tables)}.")
-        return cls(fixed_ms, tables)
+        cost = cls(fixed_ms, tables)
+        cost.unit = unit
+        return cost

@@ -83,3 +83,17 @@ def test_optimizer_factory_errors_name_the_problem():
         make_optimizer({"name": "lamb", "learning_rate": 0.1}, 10)
     with pytest.raises(ValueError, match="Bad arguments for optimizer 'sgd'"):
         make_optimizer({"name": "sgd", "learning_rate": 0.1, "betas": 0.9}, 10)
+
+
+@pytest.mark.parametrize("override, message", [
+    ('search.cost={"type": "latency"}', "missing ['table']"),
+    ('search.cost={"type": "macs", "table": "t.json"}', "unknown ['table']"),
+    ('search.cost={"type": "flops"}', "search.cost.type must be one of"),
+    ("search.mixing=binary_three", "search.mixing must be one of"),
+    ("search.convergence.patience=-1", "patience must be a non-negative integer"),
+    ("search.convergence.entropy_threshold=2", "normalized entropy in (0, 1]"),
+])
+def test_search_cost_mixing_and_convergence_are_validated(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)

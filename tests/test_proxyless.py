@@ -274,6 +274,11 @@ def test_latency_table_counts_repeated_fixed_blocks():
                                    "overhead": 0.5, "entries": entries}, space)
     assert cost.fixed == pytest.approx(0.5 + 15 * 1.0)
     assert cost.tables["layer4_1"] == [3.0] * 6
+    table = {"format": "tfnas.latency_table", "version": 1, "overhead": 0.5, "entries": entries}
+    in_us = LatencyCost.from_table(table, space, unit="us")
+    assert in_us.fixed == pytest.approx(1000 * cost.fixed) and in_us.unit == "us"
+    with pytest.raises(LatencyTableError, match="unit"):
+        LatencyCost.from_table(table, space, unit="s")
 
 
 # -- convergence stop and trajectories ------------------------------------------------------

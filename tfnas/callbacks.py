@@ -245,7 +245,7 @@ def plot_trajectories(csv_path, png_path, blocks=None):
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     data = read_trajectories(csv_path)
-    names = [b for b in data if blocks is None or b in blocks]
+    names = [b for b in (data if blocks is None else blocks) if b in data]
     if not names:
         return None
     cols = min(5, len(names))

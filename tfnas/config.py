@@ -34,7 +34,7 @@ DEFAULTS = {
         "temperature": {"initial": 5.0, "rate": "code", "minimum": 0.0},
         "penalty": {"type": "threshold", "beta": 0.8, "threshold": 10 ** 5.5},
         # what the penalty weighs: "parameters", "macs", or "latency" with "table": a
-        # latency table (tfnas latency-table) of this space
+        # latency table (tfnas latency-table) of this space, and "unit": "ms" or "us"
         "cost": {"type": "parameters"},
         # stop when the argmax architecture is unchanged for `patience` epochs and the mean
         # normalized entropy is below `entropy_threshold`; patience 0 turns it off
@@ -185,10 +185,11 @@ def validate(config):
                           f"(0, 1], got {threshold!r}.")
     cost = search["cost"]
     kinds = {"parameters": set(), "macs": set(), "latency": {"table"}}
+    optional = {"latency": {"unit"}}
     if cost.get("type") not in kinds:
         raise ConfigError(f"search.cost.type must be one of {sorted(kinds)}, got "
                           f"{cost.get('type')!r}.")
-    extra = set(cost) - {"type"} - kinds[cost["type"]]
+    extra = set(cost) - {"type"} - kinds[cost["type"]] - optional.get(cost["type"], set())
     missing = kinds[cost["type"]] - set(cost)
     if extra or missing:
         raise ConfigError(f"search.cost of type {cost['type']!r} takes "

@@ -96,7 +96,8 @@ def build_cost(config, space, supernet):
     if cost["type"] == "latency":
         from tfnas.deploy.latency import LatencyCost  # pylint: disable=import-outside-toplevel
 
-        return LatencyCost.from_table(cost["table"], space, supernet)
+        return LatencyCost.from_table(cost["table"], space, supernet,
+                                      unit=cost.get("unit", "ms"))
     return ParameterCost.from_supernet(supernet)
 
 
