@@ -180,11 +180,7 @@ class ResNet50Space(SearchSpace):
         return layers + [self._activation(L, activation, f"{prefix}_2_act")]
 
     def _bottleneck(self, L, x, name, inplanes, planes, stride, middle):
-        def apply(layers, y):
-            for layer in layers:
-                y = layer(y)
-            return y
-
+        apply = self._apply
         y = apply(self._conv_bn(L, planes, 1, 1, f"{name}_1"), x)
         y = L.ReLU(name=f"{name}_1_relu")(y)
         y = middle(y)
@@ -201,8 +197,7 @@ class ResNet50Space(SearchSpace):
         x = L.Normalization(mean=[255.0 * m for m in mean],
                             variance=[(255.0 * s) ** 2 for s in std], name="normalize")(inputs)
         kernel, stride = (7, 2) if self.config["stem"] == "imagenet" else (3, 1)
-        for layer in self._conv_bn(L, self.stem_channels, kernel, stride, "stem"):
-            x = layer(x)
+        x = self._apply(self._conv_bn(L, self.stem_channels, kernel, stride, "stem"), x)
         x = L.ReLU(name="stem_relu")(x)
         if self.config["stem"] == "imagenet":
             # Zero padding equals torchvision's -inf padding here: inputs are >= 0 after ReLU.
