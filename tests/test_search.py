@@ -143,8 +143,16 @@ def test_search_schedules():
     assert step == [(0, 0), (10, 1), (1, 0), (11, 1), (2, 0), (10, 1)]
     epoch = [(int(x), int(p)) for x, _, p in data_lib.search_schedule(train, val, "epoch")]
     assert epoch == [(0, 0), (1, 0), (2, 0), (10, 1), (11, 1)]
+    every2 = data_lib.search_schedule(train, val, "step", arch_every=2)
+    assert [(int(x), int(p)) for x, _, p in every2] == [(0, 0), (1, 0), (10, 1), (2, 0)]
+    assert int(every2.cardinality()) == 4
+    five = data_lib.search_schedule(tf.data.Dataset.range(10).map(lambda i: (i, i)), val,
+                                    "step", arch_every=5)
+    assert [int(p) for _, _, p in five] == [0] * 5 + [1] + [0] * 5 + [1]
     with pytest.raises(ValueError, match="alternation"):
         data_lib.search_schedule(train, val, "batch")
+    with pytest.raises(ValueError, match="arch_every"):
+        data_lib.search_schedule(train, val, "step", arch_every=0)
 
 
 def test_fit_without_phases_says_how_to_call_it():

@@ -30,6 +30,7 @@ DEFAULTS = {
         "epochs": 100,
         "warmup_epochs": 20,
         "alternation": "epoch",  # "epoch" (GRUNAS reference) or "step" (DARTS)
+        "arch_every": 1,         # "step": weight steps per architecture step (ProxylessNAS code: 5)
         "mixing": "gumbel",      # "gumbel", "gumbel_hard", "softmax", "binary", "binary_two"
         "temperature": {"initial": 5.0, "rate": "code", "minimum": 0.0},
         "penalty": {"type": "threshold", "beta": 0.8, "threshold": 10 ** 5.5},
@@ -159,6 +160,9 @@ def load_config(path=None, overrides=()):
 def validate(config):
     """Checks values that the constructors do not: positive counts, known names."""
     search, data = config["search"], config["data"]
+    if not isinstance(search["arch_every"], int) or search["arch_every"] < 1:
+        raise ConfigError(f"search.arch_every must be a positive integer, got "
+                          f"{search['arch_every']!r}.")
     for key in ("epochs", "warmup_epochs"):
         if not isinstance(search[key], int) or search[key] < 0:
             raise ConfigError(f"search.{key} must be a non-negative integer, "

@@ -116,7 +116,9 @@ def search(config, run, verbose=2):
     model = build_search_model(config, space)
     bs = config["data"]["batch_size"]
     weight_steps = s["epochs"] * _steps(splits.sizes["train"], bs)
-    arch_steps = max(1, (s["epochs"] - s["warmup_epochs"]) * _steps(splits.sizes["val"], bs))
+    arch_per_epoch = (_steps(splits.sizes["train"], bs) // s["arch_every"]
+                      if s["alternation"] == "step" else _steps(splits.sizes["val"], bs))
+    arch_steps = max(1, (s["epochs"] - s["warmup_epochs"]) * arch_per_epoch)
     model.compile(optimizer=make_optimizer(s["optimizer"], weight_steps),
                   arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
     t = s["temperature"]
@@ -137,6 +139,7 @@ def search(config, run, verbose=2):
     start = time.time()
     model.fit(_batches(splits, config, "train", True),
               arch_data=_batches(splits, config, "val", True), alternation=s["alternation"],
+              arch_every=s["arch_every"],
               warmup_epochs=s["warmup_epochs"], epochs=s["epochs"], callbacks=callbacks,
               verbose=verbose)
     arch = model.derive_architecture(space, metadata={

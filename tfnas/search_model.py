@@ -168,7 +168,7 @@ class SearchModel(keras.Model):
                 "accuracy": self.accuracy_tracker.result()}
 
     def fit(self, x=None, arch_data=None, alternation="step", warmup_epochs=0, callbacks=None,
-            **kwargs):
+            arch_every=1, **kwargs):
         """`keras.Model.fit` with the search schedule.
 
         Args:
@@ -179,6 +179,8 @@ class SearchModel(keras.Model):
             alternation: `"step"` or `"epoch"` (see the class docstring).
             warmup_epochs: epochs of weight-only training before architecture
                 updates start.
+            arch_every: with `"step"`, weight steps per architecture step (1:
+                DARTS, NNI; 5: the official ProxylessNAS code).
             Other arguments go to `keras.Model.fit`.
         """
         from tfnas.callbacks import ArchitectureWarmup  # pylint: disable=import-outside-toplevel
@@ -187,7 +189,7 @@ class SearchModel(keras.Model):
         if self.arch_optimizer is None:
             raise RuntimeError("Call compile(optimizer=..., arch_optimizer=...) before fit.")
         if arch_data is not None:
-            x = search_schedule(x, arch_data, alternation=alternation)
+            x = search_schedule(x, arch_data, alternation=alternation, arch_every=arch_every)
         callbacks = list(callbacks or [])
         callbacks.insert(0, ArchitectureWarmup(warmup_epochs))
         kwargs.setdefault("shuffle", False)  # datasets shuffle themselves

@@ -162,24 +162,29 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def search_schedule(train, arch, alternation="step"):
+def search_schedule(train, arch, alternation="step", arch_every=1):
     """Tags batches with the update they drive: `(x, y, 0)` weights, `(x, y, 1)` architecture.
 
-    `"step"`: a weight batch from `train`, then an architecture batch from
-    `arch` (repeated as needed), for every batch of `train`. `"epoch"`: all of
-    `train`, then all of `arch`.
+    `"step"`: after every `arch_every` batches of `train`, one architecture
+    batch from `arch` (repeated as needed); 1 is DARTS and NNI's ProxylessNAS,
+    5 the official ProxylessNAS code. `"epoch"`: all of `train`, then all of
+    `arch`.
     """
     def tag(phase):
         return lambda x, y: (x, y, tf.constant(phase, tf.int32))
 
+    if not isinstance(arch_every, int) or arch_every < 1:
+        raise ValueError(f"arch_every must be a positive integer, got {arch_every!r}.")
     weights = train.map(tag(0))
     archs = arch.map(tag(1))
     n_train = int(train.cardinality())
     if alternation == "step":
-        pairs = tf.data.Dataset.zip(weights, archs.repeat())
-        schedule = pairs.flat_map(lambda a, b: tf.data.Dataset.from_tensors(a).concatenate(
-            tf.data.Dataset.from_tensors(b)))
-        total = 2 * n_train if n_train > 0 else -1
+        pattern = tf.data.Dataset.from_tensor_slices(
+            tf.constant([0] * arch_every + [1], tf.int64)).repeat()
+        # Stops at the first weight batch that is not there: the schedule ends with train.
+        schedule = tf.data.Dataset.choose_from_datasets([weights, archs.repeat()], pattern,
+                                                        stop_on_empty_dataset=True)
+        total = n_train + n_train // arch_every if n_train > 0 else -1
     elif alternation == "epoch":
         schedule = weights.concatenate(archs)
         n_arch = int(arch.cardinality())
