@@ -40,7 +40,10 @@ class BinaryGateMixing(MixingRule):
             candidates instead of all of them.
         seed: seed of the path sampling.
 
-    In inference (`training=False`) the most probable candidate runs.
+    In inference (`training=False`) the most probable candidate runs. In
+    architecture steps every evaluated candidate runs in training mode, so its
+    BatchNorm statistics see the validation batch, as in the official code's
+    recomputation.
 
     Example:
 
