@@ -59,7 +59,7 @@ def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=
     benchmark = benchmark or (lambda path: benchmark_host(
         path, num_threads=num_threads, warmup_runs=warmup_runs, num_runs=num_runs))
     fixed, blocks = space.latency_ops()
-    builders = dict(_pairs(fixed))
+    builders = dict(fixed)
     for candidates in blocks.values():
         builders.update(dict(candidates))
     workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-")
@@ -156,12 +156,8 @@ def calibrate_table(table, space, num_networks=3, seed=1000, benchmark=None, wor
     return table
 
 
-def _pairs(fixed):
-    return list(fixed.items()) if isinstance(fixed, dict) else list(fixed)
-
-
 def _fixed_ms(table, fixed):
-    return table["overhead"] + sum(_lookup(table, s) for s, _ in _pairs(fixed))
+    return table["overhead"] + sum(_lookup(table, s) for s, _ in fixed)
 
 
 def _lookup(table, signature):

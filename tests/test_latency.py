@@ -22,7 +22,7 @@ def table():
 def test_table_times_every_candidate_op(table, tmp_path):
     space, t = table
     fixed, blocks = space.latency_ops()
-    expected = set(fixed) | {s for c in blocks.values() for s, _ in c} | {OVERHEAD}
+    expected = {s for s, _ in fixed} | {s for c in blocks.values() for s, _ in c} | {OVERHEAD}
     assert set(t["entries"]) == expected
     assert "grunas_unit-input:18x18x24-output:18x18x48-groups:2" in t["entries"]
     assert all(e["count"] == 1 and e["mean"] > 0 for e in t["entries"].values())

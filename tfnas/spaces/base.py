@@ -100,10 +100,10 @@ class SearchSpace:
     def latency_ops(self):
         """The ops a latency table must time, by signature.
 
-        Returns `(fixed, blocks)`: `fixed` gives the ops every network has, as
-        a dict or a list of `(signature, builder)` pairs (a list may repeat a
-        signature: each occurrence counts), where `builder()` makes a standalone
-        Keras model of the op; `blocks` maps each block to one
-        `(signature, builder)` per candidate, in candidate order.
+        Returns `(fixed, blocks)`: `fixed` lists the ops every network has as
+        `(signature, builder)` pairs (a signature may repeat: each occurrence
+        counts), where `builder()` makes a standalone Keras model of the op;
+        `blocks` maps each block to one `(signature, builder)` per candidate,
+        in candidate order.
         """
         raise NotImplementedError

@@ -159,8 +159,8 @@ class GrunasSpace(SearchSpace):
                 return keras.Model(inputs, apply_unit(layers, inputs))
             return build
 
-        fixed = {f"grunas_stem-input:{H}x{W}x{c}-output:{h}x{w}x{stem}": stem_model,
-                 f"grunas_head-input:{h}x{w}x{last}-classes:{classes}": head_model}
+        fixed = [(f"grunas_stem-input:{H}x{W}x{c}-output:{h}x{w}x{stem}", stem_model),
+                 (f"grunas_head-input:{h}x{w}x{last}-classes:{classes}", head_model)]
         blocks = {
             block: [(f"grunas_unit-input:{h}x{w}x{cin}-output:{h}x{w}x{cout}-groups:{g}",
                      unit_model(cin, cout, g)) for g in self.candidates(block)]
