@@ -178,7 +178,8 @@ def rebuild_in_tf_keras(architecture, keras_model):
     if architecture.space not in QAT_SPACES:
         raise ExportError(
             f"Quantization-aware training supports the {sorted(QAT_SPACES)} space(s), not "
-            f"{architecture.space!r} (its rebuild in tf_keras with quantize configs for every layer exists for those only). "
+            f"{architecture.space!r} (its rebuild in tf_keras with quantize configs for every "
+            "layer exists for those only). "
             "Export post-training int8 instead (tflite_int8).")
     space = architecture.search_space()
     model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set(),

@@ -7,5 +7,5 @@ from tfnas.layers.grunas_unit import GrunasUnit
 from tfnas.layers.mixed_op import MixedOp
 from tfnas.layers.mixing import GumbelSoftmaxMixing, MixingRule, SoftmaxMixing
 
-__all__ = ["BinaryGateMixing", "ChannelShuffle", "GroupedConv2D", "GrunasUnit", "GumbelSoftmaxMixing", "MixedOp",
-           "MixingRule", "SoftmaxMixing", "group_sizes"]
+__all__ = ["BinaryGateMixing", "ChannelShuffle", "GroupedConv2D", "GrunasUnit",
+           "GumbelSoftmaxMixing", "MixedOp", "MixingRule", "SoftmaxMixing", "group_sizes"]

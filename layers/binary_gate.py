@@ -24,7 +24,7 @@ import contextlib
 import keras
 from keras import ops
 
-from tfnas.layers.mixing import MixingRule
+from tfnas.layers.mixing import MixingRule, add_gumbel_noise
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -82,13 +82,11 @@ class BinaryGateMixing(MixingRule):
         return op.add_weight(name="sampled_paths", shape=(2,), dtype="int32",
                              initializer="zeros", trainable=False)
 
-    def _gumbel(self, logits):
-        uniform = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0,
-                                       seed=self.seed_generator)
-        return logits - ops.log(-ops.log(uniform))
-
     def combine(self, logits, candidates, inputs, training=None, state=None):
         probs = ops.softmax(logits)
+
+        def sample(scores):  # the argmax of Gumbel-perturbed scores ~ softmax(scores)
+            return ops.cast(ops.argmax(add_gumbel_noise(scores, self.seed_generator)), "int32")
 
         def run(index):
             return ops.switch(index, [lambda x, c=c: c(x, training=training)
@@ -97,7 +95,7 @@ class BinaryGateMixing(MixingRule):
         if not training:
             return run(ops.cast(ops.argmax(logits), "int32")), probs
         if self.paths == 1:
-            index = ops.cast(ops.argmax(self._gumbel(logits)), "int32")  # ~ softmax(logits)
+            index = sample(logits)
             outputs = run(index)
             if self._gate_gradients:
                 gates = ops.one_hot(index, len(candidates)) + probs - ops.stop_gradient(probs)
@@ -107,9 +105,10 @@ class BinaryGateMixing(MixingRule):
             return outputs, probs
         # Two paths: a pair without replacement (Gumbel top-2), then one of the pair
         # with the softmax over the pair.
-        pair = ops.cast(ops.top_k(self._gumbel(logits), 2)[1], "int32")
+        pair = ops.cast(ops.top_k(add_gumbel_noise(logits, self.seed_generator), 2)[1],
+                        "int32")
         pair_probs = ops.softmax(ops.take(logits, pair))
-        active = ops.cast(ops.argmax(self._gumbel(ops.log(pair_probs))), "int32")
+        active = sample(ops.log(pair_probs))
         outputs = run(ops.take(pair, active))
         if self._gate_gradients:
             state.assign(pair)

@@ -14,6 +14,13 @@ import keras
 from keras import ops
 
 
+def add_gumbel_noise(logits, seed_generator):
+    """`logits + G`, G ~ Gumbel(0, 1); its argmax is a sample of softmax(logits)."""
+    uniform = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0,
+                                   seed=seed_generator)
+    return logits - ops.log(-ops.log(uniform))
+
+
 class MixingRule(keras.layers.Layer):
     """Base class. Subclasses implement `mixing_weights(logits, training)`."""
 
@@ -95,9 +102,7 @@ class GumbelSoftmaxMixing(MixingRule):
 
     def mixing_weights(self, logits, training=None):
         if training:
-            uniform = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0,
-                                           seed=self.seed_generator)
-            logits = logits - ops.log(-ops.log(uniform))
+            logits = add_gumbel_noise(logits, self.seed_generator)
         soft = ops.softmax(logits / self.temperature)
         if not self.hard:
             return soft
