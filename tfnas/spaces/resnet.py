@@ -39,6 +39,11 @@ def keras_layer_set():
         Model=keras.Model)
 
 
+def strided(size, stride):
+    """Spatial size after a conv with padding k // 2 (or a 1x1 conv) at `stride`."""
+    return tuple((n - 1) // stride + 1 for n in size)
+
+
 def choice_label(kernel, activation):
     """`(5, "mish")` -> `"k5_mish"`, the JSON label of a candidate."""
     return f"k{kernel}_{activation}"
@@ -131,7 +136,7 @@ class ResNet50Space(SearchSpace):
             for i in range(depth):
                 stride = 2 if stage > 0 and i == 0 else 1
                 rows.append((f"layer{stage + 1}_{i}", stage, inplanes, planes, stride, (h, w)))
-                h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+                h, w = strided((h, w), stride)
                 inplanes = planes * EXPANSION
         return rows
 
@@ -280,8 +285,8 @@ class ResNet50Space(SearchSpace):
         H, W, C = self.config["input_shape"]
         h, w = self._stem_output()
         last = self.planes[-1] * EXPANSION
-        fh, fw = self.layout()[-1][5]
-        fh, fw = (fh - 1) // self.layout()[-1][4] + 1, (fw - 1) // self.layout()[-1][4] + 1
+        layout = self.layout()
+        fh, fw = strided(layout[-1][5], layout[-1][4])
 
         def stem_model():
             inputs = keras.Input((H, W, C))
@@ -302,7 +307,7 @@ class ResNet50Space(SearchSpace):
 
         def signature(inplanes, planes, stride, size, choice):
             kernel, activation = parse_choice(choice)
-            oh, ow = (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+            oh, ow = strided(size, stride)
             return (f"bottleneck-input:{size[0]}x{size[1]}x{inplanes}-output:{oh}x{ow}x"
                     f"{planes * EXPANSION}-mid:{planes}-stride:{stride}-kernel:{kernel}"
                     f"-act:{activation}")
@@ -312,7 +317,7 @@ class ResNet50Space(SearchSpace):
                  (f"resnet_head-input:{fh}x{fw}x{last}-classes:{self.config['num_classes']}",
                   head_model)]
         blocks, search = {}, set(self.blocks())
-        for name, _, inplanes, planes, stride, size in self.layout():
+        for name, _, inplanes, planes, stride, size in layout:
             args = (inplanes, planes, stride, size)
             if name in search:
                 blocks[name] = [(signature(*args, c), block_model(*args, c))
