@@ -44,8 +44,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per_channel", action="store_true", help="per-channel int8 weights")
-    parser.add_argument("--qat_epochs", type=int, default=2)
-    parser.add_argument("--qat_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--qat_epochs", type=int, default=4)
+    parser.add_argument("--qat_learning_rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra_test", default=None,
                         help="an .npz (keys x, y) of more CIFAR-10 images to evaluate on; images "
@@ -97,7 +97,9 @@ def main():
         # The same fine-tuning without fake quantization: the float model QAT is compared with.
         tuned = keras.models.clone_model(model)
         tuned.set_weights(model.get_weights())
-        tuned.compile(optimizer=keras.optimizers.SGD(args.qat_learning_rate, momentum=0.9),
+        tuning_steps = args.qat_epochs * int(np.ceil(splits.sizes["full_train"] / 64))
+        tuned.compile(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(
+            args.qat_learning_rate, tuning_steps), momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),

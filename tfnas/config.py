@@ -56,9 +56,10 @@ DEFAULTS = {
                "calibration_images": 200,
                # per-tensor int8 weights keep the GRUNAS paper network under 0.2 MB
                "int8_per_channel": False,
-               # tflite_int8_qat (needs the 'qat' extra): fine-tuning with fake quantization
-               "qat_epochs": 2,
-               "qat_learning_rate": 1e-3},
+               # tflite_int8_qat (needs the 'qat' extra): fine-tuning with fake quantization,
+               # ranges calibrated first, learning rate decaying along a cosine
+               "qat_epochs": 4,
+               "qat_learning_rate": 3e-4},
 }
 
 OPEN_SECTIONS = {"space.config", "search.penalty", "search.cost", "search.optimizer",
