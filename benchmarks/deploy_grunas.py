@@ -56,11 +56,12 @@ def main():
     space = get_space("grunas")
     model = space.build_model(dict(zip(space.blocks(), PAPER_H)))
     splits = data.load("bundled")
-    steps = args.epochs * int(np.ceil(splits.sizes["full_train"] / 64))
+    steps_per_epoch = int(np.ceil(splits.sizes["full_train"] / 64))
     # Cosine decay, as the pipeline trains: a model still jumping at a constant learning rate
     # makes every accuracy comparison a coin toss.
     model.compile(optimizer=keras.optimizers.SGD(
-        keras.optimizers.schedules.CosineDecay(0.05, max(1, steps)), momentum=0.9),
+        keras.optimizers.schedules.CosineDecay(0.05, max(1, args.epochs * steps_per_epoch)),
+        momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
@@ -97,9 +98,8 @@ def main():
         # The same fine-tuning without fake quantization: the float model QAT is compared with.
         tuned = keras.models.clone_model(model)
         tuned.set_weights(model.get_weights())
-        tuning_steps = args.qat_epochs * int(np.ceil(splits.sizes["full_train"] / 64))
         tuned.compile(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(
-            args.qat_learning_rate, tuning_steps), momentum=0.9),
+            args.qat_learning_rate, args.qat_epochs * steps_per_epoch), momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),

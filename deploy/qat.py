@@ -196,7 +196,11 @@ def rebuild_in_tf_keras(architecture, keras_model):
 
 
 def quantize(model):
-    """Wraps a tf_keras model with fake quantization (tfmot's default 8-bit scheme)."""
+    """Wraps a tf_keras model with fake quantization (tfmot's default 8-bit scheme).
+
+    The ranges start at tfmot's [-6, 6]: set them with `calibrate_ranges` before
+    fine-tuning or converting.
+    """
     annotate = tfmot.quantization.keras.quantize_annotate_layer
 
     def clone(layer):
@@ -227,10 +231,12 @@ def _range_targets(quantized):
                     raise ExportError(
                         f"Layer {layer.layer.name!r} quantizes before its activation "
                         f"({activation.activation}); range calibration covers outputs only.")
-            candidates = [getattr(layer, "_output_quantizer_vars", None)] + [
-                getattr(a, "_post_activation_vars", None)
-                for a in layer._quantize_activations]  # pylint: disable=protected-access
-            targets += [(v, layer.layer.name) for v in candidates if v]
+                if getattr(activation, "_post_activation_vars", None):
+                    targets.append((activation._post_activation_vars,  # pylint: disable=W0212
+                                    layer.layer.name))
+            if getattr(layer, "_output_quantizer_vars", None):
+                targets.append((layer._output_quantizer_vars,  # pylint: disable=W0212
+                                layer.layer.name))
         elif isinstance(layer, QuantizeLayer):
             targets.append((layer.quantizer_vars, layer.inbound_nodes[0].inbound_layers.name))
     return targets
@@ -253,6 +259,10 @@ def calibrate_ranges(quantized, model, batches):
         model: the float tf_keras model.
         batches: image batches (arrays or tensors) from the training data.
     """
+    batches = list(batches)
+    if not batches:
+        raise ExportError("Range calibration needs at least one batch of images; "
+                          "train_data is empty.")
     targets = _range_targets(quantized)
     names = sorted({name for _, name in targets})
     probe = tf_keras.Model(model.inputs, [model.get_layer(n).output for n in names])
@@ -262,8 +272,6 @@ def calibrate_ranges(quantized, model, batches):
         for name, y in zip(names, outputs if len(names) > 1 else [outputs]):
             lows[name].append(float(tf.reduce_min(y)))
             highs[name].append(float(tf.reduce_max(y)))
-    if not names or not lows[names[0]]:
-        raise ExportError("Range calibration needs at least one batch of images.")
     for variables, name in targets:
         # TFLite needs 0 inside every range.
         for key, value in (("min_var", min(sum(lows[name]) / len(lows[name]), 0.0)),
@@ -310,10 +318,10 @@ def train_and_convert(architecture, keras_model, train_data, path, epochs=4,
     if representative_data is None:
         raise ExportError("Quantization-aware int8 needs representative_data (image batches "
                           "from the training data) for the input and output scales.")
+    steps = max(1, epochs * _steps_per_epoch(train_data))
     float_model = rebuild_in_tf_keras(architecture, keras_model)
     q = quantize(float_model)
     calibrate_ranges(q, float_model, [images for images, _ in train_data.take(range_batches)])
-    steps = max(1, epochs * _steps_per_epoch(train_data))
     schedule = tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     q.compile(optimizer=tf_keras.optimizers.SGD(schedule, momentum=0.9),
               loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),

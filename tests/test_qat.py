@@ -121,3 +121,13 @@ def test_quantization_aware_int8_tracks_the_float_model(tmp_path):
     assert deploy.evaluate(path, x, float_labels) >= 0.6
     with pytest.raises(deploy.ExportError, match="representative_data"):
         qat.train_and_convert(arch, model, train, str(tmp_path / "x.tflite"), epochs=0)
+    calibration = [arrays["x_train"][:8].astype("float32")]
+    with pytest.raises(deploy.ExportError, match="finite train_data"):
+        qat.train_and_convert(arch, model, train.repeat(), str(tmp_path / "x.tflite"),
+                              representative_data=calibration)
+    with pytest.raises(deploy.ExportError, match="train_data is empty"):
+        qat.train_and_convert(arch, model, train.take(0), str(tmp_path / "x.tflite"),
+                              representative_data=calibration)
+    assert not (tmp_path / "x.tflite").exists()
+    # A dataset of unknown length (after filter) is counted in one pass: 512 images / 64.
+    assert qat._steps_per_epoch(train.filter(lambda x, y: True)) == 8  # pylint: disable=W0212
