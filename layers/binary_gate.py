@@ -75,12 +75,23 @@ class BinaryGateMixing(MixingRule):
     def mixing_weights(self, logits, training=None):
         return ops.softmax(logits)
 
+    # Weight steps run one candidate: `SearchModel` keeps the others' weights and
+    # optimizer slots as they were (no weight decay, no momentum drift).
+    partial_execution = True
+
     def build_state(self, op):
-        if self.paths == 1:
-            return None
-        # The two sampled candidates, for the rescaling after the update.
-        return op.add_weight(name="sampled_paths", shape=(2,), dtype="int32",
-                             initializer="zeros", trainable=False)
+        # The candidate a weight step ran, and (two paths) the pair sampled in the last
+        # architecture step, for the rescaling after the update.
+        state = {"executed": op.add_weight(name="executed_path", shape=(), dtype="int32",
+                                           initializer="zeros", trainable=False)}
+        if self.paths == 2:
+            state["pair"] = op.add_weight(name="sampled_paths", shape=(2,), dtype="int32",
+                                          initializer="zeros", trainable=False)
+        return state
+
+    def executed(self, state, num_candidates):
+        """Which candidates ran in the last weight step, as a boolean vector."""
+        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
 
     def combine(self, logits, candidates, inputs, training=None, state=None):
         probs = ops.softmax(logits)
@@ -97,7 +108,9 @@ class BinaryGateMixing(MixingRule):
         if self.paths == 1:
             index = sample(logits)
             outputs = run(index)
-            if self._gate_gradients:
+            if not self._gate_gradients:
+                state["executed"].assign(index)
+            else:
                 gates = ops.one_hot(index, len(candidates)) + probs - ops.stop_gradient(probs)
                 for j, candidate in enumerate(candidates):
                     o_j = ops.stop_gradient(candidate(inputs, training=training))
@@ -110,8 +123,10 @@ class BinaryGateMixing(MixingRule):
         pair_probs = ops.softmax(ops.take(logits, pair))
         active = sample(ops.log(pair_probs))
         outputs = run(ops.take(pair, active))
-        if self._gate_gradients:
-            state.assign(pair)
+        if not self._gate_gradients:
+            state["executed"].assign(ops.take(pair, active))
+        else:
+            state["pair"].assign(pair)
             gates = ops.one_hot(active, 2) + pair_probs - ops.stop_gradient(pair_probs)
             for j in range(2):
                 o_j = ops.stop_gradient(run(pair[j]))
@@ -122,9 +137,10 @@ class BinaryGateMixing(MixingRule):
         """Two paths: keep the probabilities of the candidates outside the sampled pair."""
         if self.paths == 1:
             return
-        shift = (ops.logsumexp(ops.take(logits, state))
-                 - ops.logsumexp(ops.take(old_logits, state)))
-        mask = ops.sum(ops.one_hot(state, ops.shape(logits)[0]), axis=0)
+        pair = state["pair"]
+        shift = (ops.logsumexp(ops.take(logits, pair))
+                 - ops.logsumexp(ops.take(old_logits, pair)))
+        mask = ops.sum(ops.one_hot(pair, ops.shape(logits)[0]), axis=0)
         logits.assign(logits - shift * mask)
 
     def get_config(self):

@@ -31,9 +31,17 @@ class MixingRule(keras.layers.Layer):
         """The categorical distribution the logits stand for."""
         return ops.softmax(logits)
 
+    # True for rules whose weight steps run only some candidates (see `executed`).
+    partial_execution = False
+
     def build_state(self, op):
         """Variables the rule keeps per mixed op (created in `op.build`); default none."""
         return None
+
+    def executed(self, state, num_candidates):
+        """Which candidates ran in the last weight step (bool vector); rules that run
+        only some set `partial_execution` and implement this."""
+        raise NotImplementedError
 
     def architecture_step(self):
         """Context entered while the architecture step is traced (see `BinaryGateMixing`)."""

@@ -209,11 +209,56 @@ def test_two_path_update_keeps_the_other_candidates_probabilities():
     x, y = next(iter(_toy_data()))
     tf.function(model.train_step)((x, y, tf.constant(1)))
     after = ops.convert_to_numpy(op.probabilities())
-    pair = set(op.mixing_state.numpy().tolist())
+    pair = set(op.mixing_state["pair"].numpy().tolist())
     others = [i for i in range(4) if i not in pair]
     assert len(pair) == 2
     np.testing.assert_allclose(after[others], before[others], rtol=1e-5)
     assert not np.allclose(after[list(pair)], before[list(pair)])
+
+
+def _slot_of(slot, variable):
+    # Keras names a slot "<optimizer>/<variable path with _>_<kind>".
+    return slot.path.split("/", 1)[-1].startswith(variable.path.replace("/", "_") + "_")
+
+
+@pytest.mark.parametrize("paths", [1, 2])
+@pytest.mark.parametrize("optimizer", [
+    # the presnet50 recipes' weight optimizer, and the decoupled-decay ones
+    lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
+    lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+], ids=["sgd_nesterov_wd", "adamw"])
+def test_candidates_that_did_not_run_do_not_move(paths, optimizer):
+    inputs = keras.Input((8,))
+    candidates = [keras.layers.Dense(4, name=f"c{i}") for i in range(4)]
+    h, w = MixedOp(candidates, mixing=BinaryGateMixing(paths=paths, seed=1), name="op")(inputs)
+    model = SearchModel(keras.Model(inputs, (keras.layers.Dense(2, name="head")(h),
+                                             {"op": w})))
+    model.compile(optimizer=optimizer(), arch_optimizer="adam")
+    op, step = model.mixed_ops[0], tf.function(model.train_step)
+    x, y = next(iter(_toy_data()))
+    ran = set()
+    for _ in range(6):
+        before = [[v.numpy().copy() for v in c.trainable_variables] for c in candidates]
+        slots_before = [[s.numpy().copy() for v in c.trainable_variables
+                         for s in model.optimizer.variables
+                         if _slot_of(s, v)]
+                        for c in candidates]
+        step((x, y, tf.constant(0)))
+        executed = int(op.mixing_state["executed"].numpy())
+        ran.add(executed)
+        for j, c in enumerate(candidates):
+            moved = [not np.array_equal(b, v.numpy())
+                     for b, v in zip(before[j], c.trainable_variables)]
+            slots = [s.numpy() for v in c.trainable_variables for s in model.optimizer.variables
+                     if _slot_of(s, v)]
+            assert slots, "the optimizer keeps slots for every candidate"
+            if j == executed:
+                assert all(moved)
+            else:
+                assert not any(moved), f"candidate {j} moved although {executed} ran"
+                for b, a in zip(slots_before[j], slots):
+                    np.testing.assert_array_equal(b, a)
+    assert len(ran) > 1  # several candidates were sampled over the steps
 
 
 # -- latency-aware losses -------------------------------------------------------------------

@@ -103,6 +103,27 @@ class SearchModel(keras.Model):
         # Keras optimizers only update the variables they were built with.
         self.optimizer.build(self.weight_variables)
         self.arch_optimizer.build(self.architecture_variables)
+        self._held = self._candidates_held_when_idle()
+
+    def _candidates_held_when_idle(self):
+        """`(op, j, variables)` of candidates that a weight step may leave out.
+
+        A candidate that did not run in a weight step must not change in it:
+        its gradient is zero, but weight decay and momentum would still move
+        its weights (PyTorch skips parameters whose gradient is None). The
+        variables are the candidate's trainable weights and their optimizer
+        slots (momentum, Adam moments).
+        """
+        held = []
+        for op in self.mixed_ops:
+            if not op.mixing.partial_execution:
+                continue
+            for j, candidate in enumerate(op.candidates):
+                variables = []
+                for v in candidate.trainable_variables:
+                    variables += [v] + _optimizer_slots(self.optimizer, v)
+                held.append((op, j, variables))
+        return held
 
     def _forward(self, x, y):
         logits, mixing_weights = self.supernet(x, training=True)
@@ -117,7 +138,12 @@ class SearchModel(keras.Model):
         return loss, ce, cost, logits
 
     def _weight_step(self, x, y):
+        before = [[ops.copy(v) for v in variables] for _, _, variables in self._held]
         loss, ce, cost, logits = self._update(x, y, self.weight_variables, self.optimizer)
+        for (op, j, variables), values in zip(self._held, before):
+            ran = op.mixing.executed(op.mixing_state, len(op.candidates))[j]
+            for v, old in zip(variables, values):
+                v.assign(ops.where(ran, v, old))
         self.loss_tracker.update_state(loss)
         self.ce_tracker.update_state(ce)
         self.cost_tracker.update_state(cost)
@@ -209,3 +235,19 @@ class SearchModel(keras.Model):
     def expected_cost(self):
         """The cost under the current probabilities (no sampling)."""
         return float(self.cost({op.name: op.probabilities() for op in self.mixed_ops}))
+
+
+def _optimizer_slots(optimizer, variable):
+    """The optimizer's per-variable state of `variable` (momentum, moments, ...).
+
+    Keras optimizers keep each kind of slot in a list aligned with the
+    variables they were built with; every such list is collected.
+    """
+    variables = optimizer._trainable_variables  # pylint: disable=protected-access
+    index = optimizer._get_variable_index(variable)  # pylint: disable=protected-access
+    slots = []
+    for value in vars(optimizer).values():
+        if (isinstance(value, list) and value is not variables and len(value) == len(variables)
+                and all(isinstance(s, keras.Variable) for s in value)):
+            slots.append(value[index])
+    return slots
