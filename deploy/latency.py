@@ -17,6 +17,7 @@ this host the sum of isolated int8 ops misses ~20 % of whole int8 networks
 supernet for any penalty.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -29,13 +30,14 @@ from tfnas.costs import Cost, mixed_ops
 from tfnas.deploy.benchmark import benchmark_host
 from tfnas.deploy.saved_model import export_saved_model
 from tfnas.deploy.tflite import convert
+from tfnas.errors import TfnasError
 
 FORMAT = "tfnas.latency_table"
 VERSION = 1
 OVERHEAD = "overhead-identity"
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(TfnasError, ValueError):
     """A latency table is malformed or lacks an op a search space needs."""
 
 
@@ -62,29 +64,41 @@ def build_table(space, mode="float32", num_threads=1, num_runs=200, warmup_runs=
     builders = dict(fixed)
     for candidates in blocks.values():
         builders.update(dict(candidates))
-    workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-")
     start = time.time()
     paths = {}
-    for i, (signature, build) in enumerate(builders.items()):
-        keras.utils.set_random_seed(i)
-        model = build()
-        if not paths:  # the interpreter's fixed cost of one invoke, on a trivial op
-            paths[OVERHEAD] = convert_for_timing(_overhead_model(model.input_shape[1:]), mode,
-                                                 workdir, "overhead")
-        paths[signature] = convert_for_timing(model, mode, workdir, f"op{i}")
-    times = {s: [] for s in paths}
-    # Interleave the ops round by round, so drift of the machine spreads over all of them.
-    for r in range(repeats):
-        for signature, path in paths.items():
-            times[signature].append(benchmark(path)["median_ms"])
-        if log:
-            log(f"latency table: round {r + 1}/{repeats} of {len(paths)} ops, "
-                f"{time.time() - start:.0f} s")
+    times = {}
+    with _scratch(workdir, "tfnas-latency-") as scratch:
+        for i, (signature, build) in enumerate(builders.items()):
+            keras.utils.set_random_seed(i)
+            model = build()
+            if not paths:  # the interpreter's fixed cost of one invoke, on a trivial op
+                paths[OVERHEAD] = convert_for_timing(_overhead_model(model.input_shape[1:]),
+                                                     mode, scratch, "overhead")
+            paths[signature] = convert_for_timing(model, mode, scratch, f"op{i}")
+        times = {s: [] for s in paths}
+        # Interleave the ops round by round, so drift of the machine spreads over all of them.
+        for r in range(repeats):
+            for signature, path in paths.items():
+                times[signature].append(benchmark(path)["median_ms"])
+            if log:
+                log(f"latency table: round {r + 1}/{repeats} of {len(paths)} ops, "
+                    f"{time.time() - start:.0f} s")
     entries = {s: {"count": len(t), "mean": float(np.mean(t)), "var": float(np.var(t))}
                for s, t in times.items()}
     return {"format": FORMAT, "version": VERSION, "space": space.name,
             "space_config": space.config, "mode": mode, "num_threads": num_threads,
             "device": "host", "overhead": entries[OVERHEAD]["mean"], "entries": entries}
+
+
+@contextlib.contextmanager
+def _scratch(workdir, prefix):
+    """`workdir` when given (kept), else a temporary directory removed afterwards."""
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield tmp
 
 
 def convert_for_timing(model, mode, workdir, name):
@@ -138,18 +152,18 @@ def calibrate_table(table, space, num_networks=3, seed=1000, benchmark=None, wor
     table = load_table(table)
     benchmark = benchmark or (lambda path: benchmark_host(
         path, num_threads=table.get("num_threads", 1), warmup_runs=20, num_runs=200))
-    workdir = workdir or tempfile.mkdtemp(prefix="tfnas-latency-calibration-")
     rng = np.random.default_rng(seed)
     ratios = []
     unscaled = {**table, "scale": 1.0}
-    for i in range(num_networks):
-        choices = {b: space.candidates(b)[rng.integers(len(space.candidates(b)))]
-                   for b in space.blocks()}
-        model = space.build_model(choices)
-        measured = benchmark(convert_for_timing(model, table["mode"], workdir,
-                                                f"net{i}"))["median_ms"]
-        ops_ms = predict(unscaled, space, choices) - table["overhead"]
-        ratios.append((measured - table["overhead"]) / ops_ms)
+    with _scratch(workdir, "tfnas-latency-calibration-") as scratch:
+        for i in range(num_networks):
+            choices = {b: space.candidates(b)[rng.integers(len(space.candidates(b)))]
+                       for b in space.blocks()}
+            model = space.build_model(choices)
+            measured = benchmark(convert_for_timing(model, table["mode"], scratch,
+                                                    f"net{i}"))["median_ms"]
+            ops_ms = predict(unscaled, space, choices) - table["overhead"]
+            ratios.append((measured - table["overhead"]) / ops_ms)
     table["scale"] = float(np.median(ratios))
     table["calibration"] = {"num_networks": num_networks, "seed": seed,
                             "ratios": [round(float(r), 4) for r in ratios]}

@@ -1,4 +1,5 @@
 import json
+import tempfile
 
 import keras
 import numpy as np
@@ -14,9 +15,19 @@ from tfnas.spaces import get_space
 
 
 @pytest.fixture(scope="module")
-def table():
+def table(tmp_path_factory):
     space = get_space("grunas", TINY_SPACE)
-    return space, build_table(space, repeats=1, num_runs=20, warmup_runs=2, log=None)
+    scratch = tmp_path_factory.mktemp("tmp")
+    saved, tempfile.tempdir = tempfile.tempdir, str(scratch)
+    try:
+        result = build_table(space, repeats=1, num_runs=20, warmup_runs=2, log=None)
+        calibrated = calibrate_table(dict(result), space, num_networks=1)
+    finally:
+        tempfile.tempdir = saved
+    # The helpers time models in temporary directories and remove them.
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("tfnas")] == []
+    assert "scale" in calibrated
+    return space, result
 
 
 def test_table_times_every_candidate_op(table, tmp_path):
