@@ -19,6 +19,7 @@ setup(
         # tensorflow-model-optimization 0.8 pins absl-py~=1.2.
         "absl-py>=1.2,<2",
         "ai-edge-litert>=2.0,<3",
+        "jsonschema>=4.18,<5",
         "matplotlib>=3.8,<4",
         "tensorboard>=2.20,<2.22",
     ],

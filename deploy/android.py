@@ -14,78 +14,147 @@ import shlex
 import shutil
 import subprocess
 
+from tfnas.errors import TfnasError
+
 DEVICE_DIR = "/data/local/tmp"
 
 
-class AndroidBenchmarkError(RuntimeError):
+class AndroidBenchmarkError(TfnasError, RuntimeError):
     """adb, the device or benchmark_model is missing or failed."""
 
 
 _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+# What a line may carry in front of benchmark_model's own text: "INFO: " (current
+# builds), a logcat prefix ("05-31 10:31:13.022 21767 21767 I tflite  : ", the
+# benchmark APK), or an iOS log prefix ("2020-10-28 14:41:14.151361+0800 App[39:93] ").
+_PREFIX = re.compile(
+    r"^(?:\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[\w.]+\s*:\s?"
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d{4} \S+\[\d+:\d+\] )?"
+    r"(?:(INFO|WARNING|ERROR|VERBOSE): )?")
+_FAILURE = re.compile(r"Benchmarking failed|Failed to (?:apply|initialize|allocate|invoke)|"
+                      r"failed to prepare|Failed to build program|Aborted|Segmentation fault",
+                      re.IGNORECASE)
 
 
 def _fields(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=" + _NUMBER, line)}
 
 
-def parse_benchmark_output(text):
-    """Parses `benchmark_model`'s log, current and legacy formats, into milliseconds.
+def _lines(text):
+    """benchmark_model's lines without their log prefixes, each with its level."""
+    out = []
+    for raw in text.splitlines():
+        match = _PREFIX.match(raw)
+        out.append((match.group(1) or "", raw[match.end():].rstrip()))
+    return out
 
-    Current builds print two `count=... min=... avg=... median=...` lines in
-    microseconds (warm-up, then the timed runs) and `Inference timings in us:
-    Init: .., First inference: .., Warmup (avg): .., Inference (avg): ..`;
-    older builds print only `Average inference timings in us: Warmup: ..,
-    Init: .., Inference: ..`. Percentiles the tool does not print are None.
+
+def _failure(lines):
+    errors = [line for level, line in lines if level == "ERROR" or _FAILURE.search(line)]
+    if not errors:
+        return None
+    causes = [e for e in errors if "Benchmarking failed" not in e] or errors
+    return "; ".join(dict.fromkeys(causes))[:1000]
+
+
+def parse_op_profile(text):
+    """`{node type: {"count", "avg_ms", "percent"}}` from the op profiler's summary.
+
+    benchmark_model with `--enable_op_profiling` prints a "Summary by node type"
+    table for the initialization and one for the regular runs; the last one
+    (the runs) is returned, or None when the log has none.
     """
-    stats = [_fields(line) for line in text.splitlines()
-             if re.search(r"\bcount=\d+", line) and "avg=" in line]
+    last, rows = None, None
+    for _, line in _lines(text):
+        if "Summary by node type" in line:
+            last = rows = {}
+            continue
+        cells = line.split()
+        if rows is None or (cells and cells[0].startswith("[")):
+            continue
+        if len(cells) >= 4 and cells[3].endswith("%"):
+            rows[cells[0]] = {"count": int(cells[1]), "avg_ms": float(cells[2]),
+                              "percent": float(cells[3].rstrip("%"))}
+        elif rows:  # the first line after the table's rows ends it
+            rows = None
+    return last or None
+
+
+def parse_benchmark_output(text):
+    """Parses `benchmark_model`'s log into milliseconds (see `tests/fixtures/benchmark_model`).
+
+    The timed runs are the last `count=... min=... avg=...` line that the tool
+    prints for its benchmark (in microseconds); the op profiler's `Timings
+    (microseconds): count=...` lines are not benchmark runs and are ignored.
+    Current builds add `Inference timings in us: Init: .., First inference:
+    .., Warmup (avg): .., Inference (avg): ..`; older ones print only `Average
+    inference timings in us: ...`. A statistic the log does not print
+    (median, percentiles, min on single-run builds) is None, never 0. Memory
+    is read from `Memory footprint delta ...` or `Peak memory footprint ...`.
+    With op profiling, `op_profile` holds the summary by node type. A failed
+    run (`Benchmarking failed.`, a delegate that cannot prepare) raises
+    `AndroidBenchmarkError` naming the tool's own error lines.
+    """
+    lines = _lines(text)
+    failure = _failure(lines)
+    stats = [_fields(line) for _, line in lines if line.startswith("count=")]
     result = {"min_ms": None, "median_ms": None, "p90_ms": None, "mean_ms": None,
               "num_runs": None, "device": "android"}
+
+    def ms(fields, key):
+        return fields[key] * 1e-3 if key in fields else None
+
     if stats:
         runs = stats[-1]
-        us = 1e-3
-        result.update({
-            "min_ms": runs.get("min", 0) * us, "median_ms": runs.get("median", 0) * us,
-            "mean_ms": runs.get("avg", 0) * us, "num_runs": int(runs.get("count", 0)),
-            "max_ms": runs.get("max", 0) * us, "std_ms": runs.get("std", 0) * us,
-            "p5_ms": runs["p5"] * us if "p5" in runs else None,
-            "p95_ms": runs["p95"] * us if "p95" in runs else None,
-            "first_ms": runs["first"] * us if "first" in runs else None,
-        })
+        result.update({"min_ms": ms(runs, "min"), "median_ms": ms(runs, "median"),
+                       "mean_ms": ms(runs, "avg"), "num_runs": int(runs.get("count", 0)),
+                       "max_ms": ms(runs, "max"), "std_ms": ms(runs, "std"),
+                       "p5_ms": ms(runs, "p5"), "p95_ms": ms(runs, "p95"),
+                       "first_ms": ms(runs, "first")})
+        if result["mean_ms"] is None and runs.get("count") == 1:
+            result["mean_ms"] = ms(runs, "curr")  # a single run prints only curr=
         if len(stats) > 1:
-            result["warmup_mean_ms"] = stats[0].get("avg", 0) * us
-    timings = re.search(r"Inference timings in us: (.*)", text)
-    legacy = re.search(r"Average inference timings in us: (.*)", text)
+            result["warmup_mean_ms"] = ms(stats[0], "avg") or ms(stats[0], "curr")
+    body = "\n".join(line for _, line in lines)
+    timings = re.search(r"^Inference timings in us: (.*)", body, re.MULTILINE)
+    legacy = re.search(r"^Average inference timings in us: (.*)", body, re.MULTILINE)
     if timings:
-        parts = dict(re.findall(r"([A-Za-z ()]+?):\s*" + _NUMBER, timings.group(1)))
-        parts = {k.strip(): float(v) for k, v in parts.items()}
-        result["init_ms"] = parts.get("Init", 0) * 1e-3
-        result.setdefault("first_ms", None)
-        if result["first_ms"] is None and "First inference" in parts:
-            result["first_ms"] = parts["First inference"] * 1e-3
-        if result["mean_ms"] is None and "Inference (avg)" in parts:
-            result["mean_ms"] = parts["Inference (avg)"] * 1e-3
+        parts = {k.strip(): float(v) for k, v in
+                 re.findall(r"([A-Za-z ()]+?):\s*" + _NUMBER, timings.group(1))}
+        result["init_ms"] = ms(parts, "Init")
+        if result.get("first_ms") is None:
+            result["first_ms"] = ms(parts, "First inference")
+        if result["mean_ms"] is None:
+            result["mean_ms"] = ms(parts, "Inference (avg)")
     elif legacy:
         parts = {k.strip(): float(v) for k, v in
                  re.findall(r"([A-Za-z ()]+?):\s*" + _NUMBER, legacy.group(1))}
-        result["init_ms"] = parts.get("Init", 0) * 1e-3
-        result["warmup_mean_ms"] = parts.get("Warmup", 0) * 1e-3
+        result["init_ms"] = ms(parts, "Init")
+        result["warmup_mean_ms"] = ms(parts, "Warmup")
         if result["mean_ms"] is None:
-            result["mean_ms"] = parts.get("Inference", 0) * 1e-3
+            # Some 2019 builds label the inference average "no stats".
+            result["mean_ms"] = ms(parts, "Inference") or ms(parts, "no stats")
+    if failure is not None:
+        raise AndroidBenchmarkError(f"benchmark_model failed: {failure}")
     if result["mean_ms"] is None:
-        raise AndroidBenchmarkError("No timings found in benchmark_model's output:\n"
-                                    + text[-2000:])
-    size = re.search(r"The input model file size \(MB\):\s*" + _NUMBER, text)
+        tail = " | ".join(line for _, line in lines if line.strip())[-500:]
+        raise AndroidBenchmarkError(f"No timings found in benchmark_model's output (its last "
+                                    f"lines: {tail}).")
+    size = re.search(r"The input model file size \(MB\):\s*" + _NUMBER, body)
     if size:
         result["model_mb"] = float(size.group(1))
-    session = re.search(r"Initialized session in\s*" + _NUMBER + "ms", text)
+    session = re.search(r"Initialized session in\s*" + _NUMBER + "ms", body)
     if session:
         result["init_ms"] = float(session.group(1))
-    memory = re.search(r"Memory footprint delta.*?init=" + _NUMBER + r"\s+overall=" + _NUMBER,
-                       text)
+    memory = re.search(r"(?:Memory footprint delta|Peak memory footprint)[^:]*:\s*init="
+                       + _NUMBER + r"\s+overall=" + _NUMBER, body)
     if memory:
         result["memory_init_mb"] = float(memory.group(1))
         result["memory_overall_mb"] = float(memory.group(2))
+        result["memory_kind"] = "peak" if "Peak" in memory.group(0) else "delta"
+    profile = parse_op_profile(text)
+    if profile:
+        result["op_profile"] = profile
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
 
 
@@ -168,5 +237,5 @@ class AndroidBenchmark:
                        "model_bytes": os.path.getsize(model_path), "serial": self.serial})
         if profile_csv:
             self._adb("pull", profile_csv, profile_out)
-            result["op_profile"] = profile_out
+            result["op_profile_csv"] = profile_out
         return result

@@ -5,10 +5,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfnas import quiet
+from tfnas.errors import TfnasError
+
 MODES = ("float32", "float16", "dynamic", "int8")
 
 
-class ExportError(RuntimeError):
+class ExportError(TfnasError, RuntimeError):
     """A model cannot be exported or read as asked."""
 
 
@@ -64,7 +67,8 @@ def configure_int8(converter, representative_data, calibration_steps):
 def write(converter, path, what, strip_strings=True):
     """Converts, writes `path`, strips debug strings and checks that only built-in ops remain."""
     try:
-        flatbuffer = converter.convert()
+        with quiet.native_output():
+            flatbuffer = converter.convert()
     except Exception as err:  # pylint: disable=broad-except
         raise ExportError(f"TFLite conversion {what} with built-in ops only failed: "
                           f"{str(err)[-1500:]}") from err
@@ -113,9 +117,10 @@ def interpreter(path, num_threads=1, delegates=True):
     resolver = (litert.OpResolverType.AUTO if delegates
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     try:
-        result = litert.Interpreter(model_path=path, num_threads=num_threads,
-                                    experimental_op_resolver_type=resolver)
-        result.allocate_tensors()
+        with quiet.native_output():
+            result = litert.Interpreter(model_path=path, num_threads=num_threads,
+                                        experimental_op_resolver_type=resolver)
+            result.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ExportError(f"Cannot read TFLite model {path}: {err}") from None
     return result

@@ -2,6 +2,7 @@
 phone, and a stand-in benchmark_model really runs the model with LiteRT on this host and
 prints benchmark_model's log. Parsing and orchestration are tfnas's own, unchanged."""
 
+import json
 import os
 import stat
 import sys
@@ -50,8 +51,37 @@ def test_parser_reads_the_legacy_format():
 
 
 def test_parser_rejects_output_without_timings():
-    with pytest.raises(AndroidBenchmarkError, match="No timings"):
-        parse_benchmark_output("ERROR: Could not open 'x.tflite'.")
+    with pytest.raises(AndroidBenchmarkError, match="No timings found.*STARTING"):
+        parse_benchmark_output("STARTING!\nGraph: [x.tflite]\n")
+
+
+def test_a_failed_run_names_the_tools_own_error():
+    with pytest.raises(AndroidBenchmarkError, match="benchmark_model failed: Could not open"):
+        parse_benchmark_output("ERROR: Could not open 'x.tflite'.\nBenchmarking failed.")
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_model")
+with open(os.path.join(FIXTURES, "expected.json"), encoding="utf-8") as _f:
+    EXPECTED = json.load(_f)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_parser_reads_real_logs_of_every_variant(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        text = f.read()
+    expected = EXPECTED[name]
+    if "error" in expected:
+        with pytest.raises(AndroidBenchmarkError) as err:
+            parse_benchmark_output(text)
+        assert str(err.value) == expected["error"]
+        return
+    result = parse_benchmark_output(text)
+    for key, value in expected.items():
+        assert result[key] == (pytest.approx(value, abs=1e-4)
+                               if isinstance(value, float) else value), key
+    # What the log does not print is None, never a made-up 0.0.
+    assert all(v is None or v != 0.0 or k.startswith("memory_init")
+               for k, v in result.items())
 
 
 STAND_IN_ADB = """#!{python}

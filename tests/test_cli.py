@@ -67,6 +67,7 @@ def test_resume_of_a_finished_run_reuses_its_stages(finished_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the search is complete" in result.stdout
     assert "the training is complete" in result.stdout
+    assert "the export is complete" in result.stdout
     assert (run_dir / "architecture.json").read_text() == arch
 
 
@@ -126,8 +127,161 @@ def test_latency_table_command(tmp_path):
 ])
 def test_bad_input_is_a_clear_error(args, message, tmp_path):
     result = tfnas(*args, "--run_dir", str(tmp_path / "r"))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def _write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return str(path)
+
+
+ARCH = {"format": "tfnas.architecture", "version": 1, "space": "grunas",
+        "space_config": {"widths": [[12, 24], [24, 24], [24, 48]], "num_classes": 10},
+        "choices": {"unit_1": 1, "unit_2": 2, "unit_3": 4}}
+
+
+# Each of these gave a Python traceback before (issue: nothing lost, nothing silent).
+@pytest.mark.parametrize("case, message", [
+    ("config_list", "must be a JSON object of sections"),
+    ("seed_text", "seed: 'abc' is not of type 'integer'"),
+    ("beta_text", "The 'threshold' penalty takes finite numbers; got {'beta': 'abc'}"),
+    ("limit_text", "data.limit: 'abc' is not of type 'integer', 'null'"),
+    ("penalty_type", "Unknown penalty type 'lagrange'"),
+    ("optimizer_name", "search.optimizer: Unknown optimizer 'lamb'"),
+    ("widths_bad", "widths"),
+    ("num_classes", "space.config.num_classes is 100 but dataset 'bundled' has 10 classes"),
+    ("input_shape", "space.config.input_shape is [64, 64, 3] but the data gives images of "
+                    "shape [32, 32, 3]"),
+    ("arch_probabilities", "'probabilities' must map block names to lists of numbers"),
+    ("arch_space_config", "'space_config' must be an object"),
+    ("arch_binary", "is not an architecture document (a JSON text file); it looks binary"),
+    ("arch_classes", "The architecture has 100 classes but dataset 'bundled' has 10"),
+    ("model_garbage", "is not a Keras model file (a .keras file is a zip archive"),
+    ("model_truncated", "this one is damaged or truncated"),
+    ("model_other_zip", "Cannot load --model"),
+    ("model_directory", "is not a .keras file"),
+    ("resume_missing", "Cannot resume"),
+    ("resume_overwrite", "Choose one of --resume"),
+    ("inherit_not_search", "is not a finished search run (it lacks "
+                           "checkpoints/supernet.weights.h5): point --inherit_from at a search "
+                           "run directory, or train from scratch with --set "
+                           "train.inherit=false"),
+    ("report_malformed", "is not a tfnas run summary"),
+    ("name_path", "name: '../../x' does not match"),
+])
+def test_bad_inputs_are_one_line_errors_before_anything_is_written(case, message, tmp_path):
+    out = tmp_path / "out"
+    arch_file = tmp_path / "a.json"
+    args = {
+        "config_list": lambda: ["run", "--config", _write(tmp_path / "c.json", "[1, 2]")],
+        "seed_text": lambda: ["run", "--set", "seed=abc"],
+        "beta_text": lambda: ["run", "--set", "search.penalty.beta=abc"],
+        "limit_text": lambda: ["run", "--set", "data.limit=abc"],
+        "penalty_type": lambda: ["run", "--set", 'search.penalty={"type": "lagrange"}'],
+        "optimizer_name": lambda: ["run", "--set", "search.optimizer.name=lamb"],
+        "widths_bad": lambda: ["run", "--set", "space.config.widths=[[12]]"],
+        "num_classes": lambda: ["run", "--set", "space.config.num_classes=100"],
+        "input_shape": lambda: ["run", "--set", "space.config.input_shape=[64,64,3]"],
+        "arch_probabilities": lambda: ["train", "--architecture", _write(
+            arch_file, json.dumps({**ARCH, "probabilities": "high"}))],
+        "arch_space_config": lambda: ["train", "--architecture", _write(
+            arch_file, json.dumps({**ARCH, "space_config": [1]}))],
+        "arch_binary": lambda: ["train", "--architecture", _write(
+            arch_file, bytes(range(256)) * 4)],
+        "arch_classes": lambda: ["train", "--architecture", _write(arch_file, json.dumps(
+            {**ARCH, "space_config": {**ARCH["space_config"], "num_classes": 100}}))],
+        "model_garbage": lambda: ["export", "--model", _write(tmp_path / "m.keras",
+                                                              b"garbage" * 9)],
+        "model_truncated": lambda: ["export", "--model", _truncated_keras(tmp_path)],
+        "model_other_zip": lambda: ["export", "--model", _zip_of_text(tmp_path)],
+        "model_directory": lambda: ["export", "--model", str(tmp_path)],
+        "resume_missing": lambda: ["run", "--resume", "--run_dir", str(tmp_path / "nope")],
+        "resume_overwrite": lambda: ["run", "--resume", "--overwrite"],
+        "inherit_not_search": lambda: ["train", "--architecture", _write(
+            arch_file, json.dumps(ARCH)), "--inherit_from", str(tmp_path)],
+        "report_malformed": lambda: ["report", "--runs", _summary_dir(tmp_path,
+                                                                      '{"exports": 3}')],
+        "name_path": lambda: ["run", "--set", "name=../../x"],
+    }[case]()
+    # TINY first: should a check be missed, the run stays short (the case's --set wins).
+    args = [args[0], *TINY, *args[1:]]
+    if "--run_dir" not in args:
+        args += ["--run_dir", str(out)]
+    result = tfnas(*args, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def _truncated_keras(tmp_path):
+    import keras  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "whole.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(path)
+    data = path.read_bytes()
+    return _write(tmp_path / "m.keras", data[: len(data) * 2 // 3])
+
+
+def _zip_of_text(tmp_path):
+    import zipfile  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "not a model")
+    return str(path)
+
+
+def _summary_dir(tmp_path, text):
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "summary.json").write_text(text)
+    return str(run)
+
+
+def test_overwrite_deletes_only_what_tfnas_created(tmp_path):
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    result = tfnas("run", "--overwrite", "--run_dir", str(mine), *TINY)
+    assert result.returncode == 2
+    assert "was not created by tfnas" in result.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_export_overwrite_never_deletes_its_own_input(finished_run):
+    run_dir, _ = finished_run
+    model = run_dir / "models" / "model.keras"
+    before = model.read_bytes()
+    result = tfnas("export", "--overwrite", "--run_dir", str(run_dir), "--model", str(model),
+                   *TINY)
+    assert result.returncode == 2
+    assert "is an input of this command and lies inside" in result.stderr
+    assert model.read_bytes() == before
+
+
+def test_resume_with_a_changed_config_names_the_change(finished_run):
+    run_dir, _ = finished_run
+    result = tfnas("run", "--config", QUICKSTART, "--run_dir", str(run_dir), "--resume",
+                   *TINY, "--set", "seed=7")
+    assert result.returncode == 2
+    assert "different configuration (changed: seed)" in result.stderr
+
+
+def test_default_run_directories_stay_under_runs(tmp_path):
+    result = tfnas("latency-table", "--config", QUICKSTART, "--set",
+                   'space.config.widths=[[12,24],[24,24]]', "--num_runs", "2",
+                   "--warmup_runs", "0", "--repeats", "1", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (made,) = (tmp_path / "runs").iterdir()
+    assert made.name.startswith("quickstart-latency-table-")
+    assert (made / ".tfnas-run").exists()
 
 
 @pytest.mark.parametrize("scope, blocks, depths", [("s", 3, [3, 4, 6, 3]),

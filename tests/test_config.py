@@ -1,6 +1,7 @@
 import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -41,7 +42,8 @@ def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path):
 
 
 def test_overrides_parse_json_values_and_reach_open_sections():
-    config = load_config(None, ["search.epochs=3", "data.dataset=cifar100",
+    config = load_config(None, ["search.epochs=3", "search.warmup_epochs=1",
+                                "data.dataset=cifar100",
                                 "search.penalty.beta=2.5",
                                 'search.penalty={"type": "product", "beta": 1.0}',
                                 "space.config.candidates=[1,2]"])
@@ -55,17 +57,75 @@ def test_overrides_parse_json_values_and_reach_open_sections():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("search.epochs=-1", "non-negative integer"),
-    ("data.batch_size=0", "positive integer"),
-    ("search.alternation=batch", "'step' or 'epoch'"),
+    ("search.epochs=-1", "search.epochs: -1 is less than the minimum of 1"),
+    ("data.batch_size=0", "data.batch_size: 0 is less than the minimum of 1"),
+    ("search.alternation=batch", "search.alternation: 'batch' is not one of ['epoch', 'step']"),
     ("search.optimizer.learning_rate=0", "positive number"),
-    ("export.formats=[\"onnx\"]", "Unknown export formats"),
+    ("export.formats=[\"onnx\"]", "export.formats: 'onnx' is not one of"),
     ("export.calibration_images=0", "calibration_images"),
     ("search.epochs", "key.path=value"),
 ])
 def test_bad_values_are_rejected(override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+# Each of these gave a traceback or passed silently before they were validated.
+@pytest.mark.parametrize("override,message", [
+    ("seed=abc", "seed: 'abc' is not of type 'integer'"),
+    ("seed=1.5", "seed: 1.5 is not of type 'integer'"),
+    ("data.limit=abc", "data.limit: 'abc' is not of type 'integer', 'null'"),
+    ("data.limit=-5", "data.limit: -5 is less than the minimum of 1; a positive count, or "
+                      "null for no limit"),
+    ("data.limit=0", "null for no limit"),
+    ("data.val_fraction=1.5", "data.val_fraction: 1.5 is greater than or equal to the "
+                              "maximum of 1"),
+    ("data.val_fraction=0", "data.val_fraction: 0 is less than or equal to the minimum of 0"),
+    ("data.augment=yes", "data.augment: 'yes' is not of type 'boolean'"),
+    ("search.epochs=true", "search.epochs: True is not of type 'integer'"),
+    ("search.warmup_epochs=100", "search.warmup_epochs (100) must be less than search.epochs"),
+    ("search.temperature.initial=0", "search.temperature.initial: 0 is less than or equal to "
+                                     "the minimum of 0; the Gumbel temperature divides"),
+    ("search.temperature.initial=-1", "search.temperature.initial"),
+    ("search.temperature.rate=fast", "search.temperature.rate: 'fast' is not valid"),
+    ("export.formats=tflite_int8", "export.formats: 'tflite_int8' is not of type 'array'; a "
+                                   "JSON list"),
+    ("name=../../x", "name: '../../x' does not match"),
+    ("name=/tmp/x", "not a path; pass --run_dir"),
+    ("search.plot_blocks=unit_1", "search.plot_blocks: 'unit_1' is not of type 'array', 'null'"),
+    ("train.inherit=1", "train.inherit: 1 is not of type 'boolean'"),
+])
+def test_every_bad_value_is_a_one_line_config_error(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_config_that_is_not_an_object_is_a_config_error(tmp_path):
+    for text, kind in (("[1, 2]", "list"), ('"x"', "str"), ("3", "int")):
+        path = tmp_path / "c.json"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"must be a JSON object.*got a JSON {kind}"):
+            load_config(str(path))
+    path = tmp_path / "binary.json"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize("penalty,message", [
+    ({"type": "threshold", "beta": "abc"}, "takes finite numbers; got {'beta': 'abc'}"),
+    ({"type": "threshold", "gamma": 1}, "Bad arguments for the 'threshold' penalty"),
+    ({"type": "lagrange"}, "Unknown penalty type 'lagrange'"),
+    ({"type": "product", "reference": -1}, "reference must be positive"),
+])
+def test_bad_penalties_are_config_errors(penalty, message):
+    from tfnas import penalties  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(ConfigError) as err:
+        penalties.get(penalty)
+    assert message in str(err.value)
 
 
 def test_bad_config_files(tmp_path):
@@ -89,9 +149,10 @@ def test_optimizer_factory_errors_name_the_problem():
     ('search.cost={"type": "latency"}', "missing ['table']"),
     ('search.cost={"type": "macs", "table": "t.json"}', "unknown ['table']"),
     ('search.cost={"type": "flops"}', "search.cost.type must be one of"),
-    ("search.mixing=binary_three", "search.mixing must be one of"),
-    ("search.convergence.patience=-1", "patience must be a non-negative integer"),
-    ("search.convergence.entropy_threshold=2", "normalized entropy in (0, 1]"),
+    ("search.mixing=binary_three", "search.mixing: 'binary_three' is not one of"),
+    ("search.convergence.patience=-1", "patience: -1 is less than the minimum of 0"),
+    ("search.convergence.entropy_threshold=2", "entropy_threshold: 2 is greater than the "
+                                               "maximum of 1"),
 ])
 def test_search_cost_mixing_and_convergence_are_validated(override, message):
     with pytest.raises(ConfigError) as err:

@@ -1,16 +1,26 @@
 """tfnas: neural architecture search for edge devices with Keras 3."""
 
+import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-# pylint: disable=wrong-import-position
-from tfnas import data  # noqa: E402
-from tfnas.architecture import Architecture, ArchitectureError  # noqa: E402
-from tfnas.builder import build_model  # noqa: E402
-from tfnas.search_model import SearchModel  # noqa: E402
-from tfnas.spaces import get_space  # noqa: E402
-
 __version__ = "0.1.0"
-__all__ = ["Architecture", "ArchitectureError", "SearchModel", "build_model", "data",
-           "get_space"]
+
+# Imported on first use, so that `tfnas.errors` and the command line's flag
+# parsing do not load TensorFlow.
+_LAZY = {"Architecture": "tfnas.architecture", "ArchitectureError": "tfnas.architecture",
+         "SearchModel": "tfnas.search_model", "build_model": "tfnas.builder",
+         "data": "tfnas.data", "get_space": "tfnas.spaces"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tfnas' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if name == "data" else getattr(module, name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from tfnas.errors import TfnasError
 from tfnas.spaces import SearchSpaceError, get_space
 
 FORMAT = "tfnas.architecture"
@@ -29,7 +30,7 @@ _KEYS = {"format", "version", "space", "space_config", "choices", "probabilities
          "parameters", "metadata"}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(TfnasError, ValueError):
     """An architecture document is malformed or does not fit its search space."""
 
 
@@ -109,8 +110,23 @@ class Architecture:
         for key in ("space", "choices"):
             if key not in doc:
                 raise ArchitectureError(f"The architecture document has no {key!r}.")
+        if not isinstance(doc["space"], str):
+            raise ArchitectureError(f"'space' must be a space name, got {doc['space']!r}.")
         if not isinstance(doc["choices"], dict):
             raise ArchitectureError("'choices' must map block names to choices.")
+        if not isinstance(doc.get("space_config") or {}, dict):
+            raise ArchitectureError("'space_config' must be an object (the space's "
+                                    f"configuration), got {doc['space_config']!r}.")
+        probabilities = doc.get("probabilities")
+        if probabilities is not None and not (
+                isinstance(probabilities, dict) and all(
+                    isinstance(p, list) and all(isinstance(x, (int, float))
+                                                and not isinstance(x, bool) for x in p)
+                    for p in probabilities.values())):
+            raise ArchitectureError("'probabilities' must map block names to lists of numbers "
+                                    "(or be null).")
+        if not isinstance(doc.get("metadata") or {}, dict):
+            raise ArchitectureError("'metadata' must be an object.")
         return cls(doc["space"], doc.get("space_config"), doc["choices"],
                    doc.get("probabilities"), doc.get("parameters"),
                    doc.get("metadata")).validate()
@@ -128,10 +144,17 @@ class Architecture:
     def load(cls, path):
         try:
             with open(path, encoding="utf-8") as f:
-                return cls.from_json(f.read())
+                text = f.read()
         except OSError as err:
             raise ArchitectureError(f"Cannot read architecture document {path}: {err}.") \
                 from None
+        except UnicodeDecodeError:
+            raise ArchitectureError(f"{path} is not an architecture document (a JSON text "
+                                    "file); it looks binary.") from None
+        try:
+            return cls.from_json(text)
+        except ArchitectureError as err:
+            raise ArchitectureError(f"{path}: {err}") from None
 
     def __repr__(self):
         return f"Architecture(space={self.space!r}, choices={self.choice_list()})"

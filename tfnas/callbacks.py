@@ -172,8 +172,20 @@ class ConvergenceStop(keras.callbacks.Callback):
         return (len(recent) > self.patience and all(a == recent[-1] for a in recent)
                 and entropy < self.entropy_threshold)
 
+    def get_state(self):
+        """What a resumed search needs to keep counting stable epochs (`TrainingBackup`)."""
+        return {"history": self.history, "stopped_epoch": self.stopped_epoch,
+                "choices": self.choices}
+
+    def set_state(self, state):
+        self.history = list(state["history"])
+        self.stopped_epoch, self.choices = state["stopped_epoch"], state["choices"]
+        self._restored = True
+
     def on_train_begin(self, logs=None):
-        self.history, self.stopped_epoch, self.choices = [], None, None
+        if not getattr(self, "_restored", False):
+            self.history, self.stopped_epoch, self.choices = [], None, None
+        self._restored = False
 
     def on_epoch_end(self, epoch, logs=None):
         choices, entropies = {}, []

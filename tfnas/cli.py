@@ -11,31 +11,44 @@
     tfnas latency-table --config configs/grunas_cifar10.json --tflite_mode int8 \
                  [--android_binary benchmark_model --serial SERIAL]
 
-Every command writes into its own `--run_dir` (default `runs/<name>-<time>`) and
-refuses an existing one unless `--resume` or `--overwrite` is given.
+Every command writes into its own `--run_dir` (default `runs/<name>-<command>-<time>`)
+and refuses an existing one unless `--resume` or `--overwrite` is given;
+`--overwrite` deletes only a directory that tfnas created, and never one that
+holds an input of the command. Every input is read and checked before anything
+is written. Bad input is one line on stderr and exit status 2.
 """
 
 import json
 import os
 import sys
-import time
+import zipfile
 
 from absl import app, flags
 
+from tfnas.errors import TfnasError, UsageError
+
 COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table")
+# Commands whose work is a stage that a resumed run reuses once it has finished.
+STAGES = {"search": "search", "train": "train", "export": "export", "run": "run"}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "JSON recipe (see configs/).")
 flags.DEFINE_multi_string("set", [], "Override a config value: key.path=value (JSON value).")
 flags.DEFINE_string("run_dir", None, "Directory of this run (default runs/<name>-<time>).")
-flags.DEFINE_bool("overwrite", False, "Delete an existing run directory first.")
+flags.DEFINE_bool("overwrite", False,
+                  "Delete an existing run directory first (only one that tfnas created).")
 flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its checkpoints.")
 flags.DEFINE_string("architecture", None,
                     "Architecture JSON document (train; export, for tflite_int8_qat).")
 flags.DEFINE_string("inherit_from", None,
                     "Search run directory whose supernet weights `train` inherits.")
 flags.DEFINE_string("model", None, "A .keras model to export (export).")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0, 1 or 2).")
+flags.DEFINE_integer("verbose", None,
+                     "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+                     "(default: 1 on a terminal, else 2).")
+flags.DEFINE_bool("tf_logs", False,
+                  "Show TensorFlow's own log lines (C++ logs, converter, warnings); hidden "
+                  "by default.")
 flags.DEFINE_integer("threads", 1, "benchmark: CPU threads.")
 flags.DEFINE_integer("num_runs", 100, "benchmark: timed runs.")
 flags.DEFINE_integer("warmup_runs", 10, "benchmark: untimed runs first.")
@@ -59,139 +72,232 @@ def _usage():
             "the README.")
 
 
-def _config(run_dir_exists_for_resume):
+def main(argv):
+    command = argv[1] if len(argv) == 2 else None
+    try:
+        if command not in COMMANDS:
+            raise UsageError(_usage() if len(argv) < 3 else
+                             f"unexpected arguments {argv[2:]}; {_usage()}")
+        _quiet_tensorflow(FLAGS.tf_logs)
+        return _main(command)
+    except TfnasError as err:
+        print(f"tfnas {command or ''}: error: {err}".replace("tfnas : ", "tfnas: "),
+              file=sys.stderr)
+        return 2
+
+
+def _quiet_tensorflow(show):
+    """TensorFlow's C++ and Python logs stay out of the output unless --tf_logs."""
+    from tfnas import quiet  # pylint: disable=import-outside-toplevel
+
+    if show:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    quiet.enable()
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    warnings.filterwarnings("ignore")
+    with quiet.native_output():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import keras  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    from absl import logging  # pylint: disable=import-outside-toplevel
+
+    logging.set_verbosity(logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+    tf.autograph.set_verbosity(0)
+
+
+def _fit_verbosity():
+    if FLAGS.verbose is not None:
+        if FLAGS.verbose not in (0, 1, 2):
+            raise UsageError(f"--verbose is 0, 1 or 2, got {FLAGS.verbose}.")
+        return FLAGS.verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _check_flags(command):
+    needs = {"train": ("architecture", "--architecture PATH"),
+             "export": ("model", "--model PATH.keras"),
+             "benchmark": ("model", "--model PATH.tflite"),
+             "report": ("runs", "--runs DIR[,DIR...]")}
+    if command in needs and not getattr(FLAGS, needs[command][0]):
+        raise UsageError(f"tfnas {command} needs {needs[command][1]}.")
+    if FLAGS.resume and FLAGS.overwrite:
+        raise UsageError("Choose one of --resume (continue the run) and --overwrite (delete "
+                         "it and start again), not both.")
+    if FLAGS.resume:
+        if not FLAGS.run_dir:
+            raise UsageError("--resume needs --run_dir: the run to continue.")
+        if not os.path.exists(os.path.join(FLAGS.run_dir, "config.json")):
+            raise UsageError(f"Cannot resume {FLAGS.run_dir}: "
+                             + ("it does not exist" if not os.path.exists(FLAGS.run_dir)
+                                else "it is not a tfnas run (no config.json)")
+                             + ". Check --run_dir, or start a new run without --resume.")
+    if FLAGS.inherit_from and command != "train":
+        raise UsageError("--inherit_from is a flag of tfnas train.")
+
+
+def _config():
     from tfnas.config import load_config  # pylint: disable=import-outside-toplevel
 
-    if FLAGS.resume and run_dir_exists_for_resume and not FLAGS.config and not FLAGS.set:
+    if FLAGS.resume and not FLAGS.config and not FLAGS.set:
         return load_config(os.path.join(FLAGS.run_dir, "config.json"))
     return load_config(FLAGS.config, FLAGS.set)
 
 
-def _run_directory(config, command):
-    from tfnas.run_dir import RunDirectory  # pylint: disable=import-outside-toplevel
+def _load_keras_model(path):
+    from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
 
-    path = FLAGS.run_dir or os.path.join(
-        "runs", f"{config['name']}-{command}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = RunDirectory(path, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
-    run.save_config(config)
-    return run
+    if not os.path.exists(path):
+        raise ExportError(f"--model {path} does not exist.")
+    if os.path.isdir(path) or not path.endswith(".keras"):
+        raise ExportError(f"--model {path} is not a .keras file; tfnas export takes the "
+                          "models/model.keras that tfnas train writes.")
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"--model {path} is not a Keras model file (a .keras file is a zip "
+                          "archive; this one is damaged or truncated).")
+    import keras  # pylint: disable=import-outside-toplevel
 
-
-def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(_usage())
-    from absl import logging  # pylint: disable=import-outside-toplevel
-
-    from tfnas.errors import USER_ERRORS  # pylint: disable=import-outside-toplevel
-
-    logging.set_verbosity(logging.WARNING)
+    import tfnas.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
     try:
-        return _main(argv[1])
-    except USER_ERRORS as err:
-        print(f"tfnas {argv[1]}: error: {err}", file=sys.stderr)
-        return 2
+        return keras.saving.load_model(path)
+    except Exception as err:  # pylint: disable=broad-except
+        raise ExportError(f"Cannot load --model {path}: {type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]}") from None
+
+
+def _read_summaries(paths):
+    from tfnas.deploy.report import rows_from_summary  # pylint: disable=import-outside-toplevel
+    from tfnas.run_dir import RunDirectoryError  # pylint: disable=import-outside-toplevel
+
+    rows = []
+    for path in paths:
+        summary_path = os.path.join(path, "summary.json")
+        if not os.path.exists(summary_path):
+            raise RunDirectoryError(f"{path} has no summary.json (run `tfnas run` first).")
+        try:
+            with open(summary_path, encoding="utf-8") as f:
+                rows += rows_from_summary(json.load(f))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RunDirectoryError(
+                f"{summary_path} is not a tfnas run summary ({type(err).__name__}: {err}); "
+                "it was edited or damaged. Run the run again, or leave it out of --runs.") \
+                from None
+    return rows
 
 
 def _main(command):
-    from tfnas import pipeline  # pylint: disable=import-outside-toplevel
-    from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
+    from tfnas.run_dir import RunDirectory, default_path  # pylint: disable=import-outside-toplevel
 
-    resuming = bool(FLAGS.resume and FLAGS.run_dir
-                    and os.path.exists(os.path.join(FLAGS.run_dir, "config.json")))
-    config = _config(resuming)
-    if command == "train" and not FLAGS.architecture:
-        raise app.UsageError("tfnas train needs --architecture PATH.")
-    if command == "export" and not FLAGS.model:
-        raise app.UsageError("tfnas export needs --model PATH.keras.")
-    if command == "benchmark" and not FLAGS.model:
-        raise app.UsageError("tfnas benchmark needs --model PATH.tflite.")
-    if command == "report" and not FLAGS.runs:
-        raise app.UsageError("tfnas report needs --runs DIR[,DIR...].")
-    architecture = Architecture.load(FLAGS.architecture) if FLAGS.architecture else None
-    run = _run_directory(config, command)
+    _check_flags(command)
+    config = _config()
+    verbose = _fit_verbosity()
+    # Every input is read and checked before the run directory is touched.
+    inputs = [FLAGS.config, FLAGS.architecture, FLAGS.inherit_from, FLAGS.model, *FLAGS.runs]
+    architecture = model = rows = prepared = None
+    if FLAGS.architecture:
+        from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
+
+        architecture = Architecture.load(FLAGS.architecture)
+    phone = _android() if command in ("benchmark", "latency-table") else None
+    if command == "export":
+        model = _load_keras_model(FLAGS.model)
+    if command == "benchmark" and not os.path.isfile(FLAGS.model):
+        from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
+
+        raise ExportError(f"No TFLite model at {FLAGS.model}.")
+    if command == "report":
+        rows = _read_summaries(FLAGS.runs)
+    if command in ("search", "train", "export", "run", "latency-table"):
+        from tfnas import pipeline  # pylint: disable=import-outside-toplevel
+
+        prepared = pipeline.prepare(config)
+        if architecture is not None:
+            pipeline.check_architecture(architecture, prepared)
+    supernet = None
+    if command == "train" and FLAGS.inherit_from:
+        if not config["train"]["inherit"]:
+            raise UsageError("--inherit_from given but train.inherit is false.")
+        supernet = pipeline.load_supernet(FLAGS.inherit_from, config)
+
+    run = RunDirectory(FLAGS.run_dir or default_path(config["name"], command),
+                       overwrite=FLAGS.overwrite, resume=FLAGS.resume,
+                       inputs=[p for p in inputs if p])
+    run.save_config(config)
     print(f"tfnas {command}: writing to {run.path}")
-
     if command == "search":
-        arch, _ = pipeline.search(config, run, verbose=FLAGS.verbose)
+        arch, _ = pipeline.search(config, run, verbose=verbose, prepared=prepared)
         print(f"architecture: {arch.choice_list()} ({arch.parameters:,} parameters) -> "
               f"{run.file('architecture.json')}")
     elif command == "train":
-        if FLAGS.inherit_from and not config["train"]["inherit"]:
-            raise app.UsageError("--inherit_from given but train.inherit is false.")
-        supernet = (pipeline.load_supernet(FLAGS.inherit_from, config)
-                    if FLAGS.inherit_from else None)
-        architecture.save(run.file("architecture.json"), overwrite=True)
+        if not os.path.exists(run.file("architecture.json")):
+            architecture.save(run.file("architecture.json"))
         _, result = pipeline.train(config, run, architecture, supernet=supernet,
-                                   verbose=FLAGS.verbose)
+                                   verbose=verbose, prepared=prepared)
         run.write_json("summary.json", result)
         print(f"test accuracy {result['test_accuracy']:.4f} -> {result['keras_model']}")
     elif command == "export":
-        import keras  # pylint: disable=import-outside-toplevel
-
-        import tfnas.layers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-
-        if not os.path.exists(FLAGS.model):
-            raise app.UsageError(f"--model {FLAGS.model} does not exist.")
-        model = keras.saving.load_model(FLAGS.model)
-        if architecture is not None:
-            architecture.save(run.file("architecture.json"), overwrite=True)
-        run.write_json("summary.json", pipeline.export(config, run, model))
+        if run.stage_done("export"):
+            print(f"Resuming {run.path}: the export is complete.")
+            return 0
+        if architecture is not None and not os.path.exists(run.file("architecture.json")):
+            architecture.save(run.file("architecture.json"))
+        run.write_json("summary.json", pipeline.export(config, run, model, prepared=prepared))
+        run.finish_stage("export")
     elif command == "benchmark":
-        result = _benchmark(run)
+        result = _benchmark(run, phone)
         run.write_json("benchmark.json", result)
         print(json.dumps(result))
     elif command == "report":
-        from tfnas.deploy.report import rows_from_summary, write_report  # pylint: disable=import-outside-toplevel
+        from tfnas.deploy.report import write_report  # pylint: disable=import-outside-toplevel
 
-        rows = []
-        for path in FLAGS.runs:
-            summary_path = os.path.join(path, "summary.json")
-            if not os.path.exists(summary_path):
-                raise app.UsageError(f"{path} has no summary.json (run `tfnas run` first).")
-            with open(summary_path, encoding="utf-8") as f:
-                rows += rows_from_summary(json.load(f))
         print(f"report: {write_report(rows, run.path)}")
     elif command == "latency-table":
         from tfnas.deploy import latency  # pylint: disable=import-outside-toplevel
 
-        space = pipeline.space_for(config)
+        space = prepared.space
         table = latency.build_table(space, mode=FLAGS.tflite_mode, num_threads=FLAGS.threads,
                                     num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
-                                    repeats=FLAGS.repeats, benchmark=_android_timer(),
+                                    repeats=FLAGS.repeats, benchmark=_android_timer(phone),
                                     workdir=run.file("checkpoints"))
         if FLAGS.calibrate:
             table = latency.calibrate_table(table, space, num_networks=FLAGS.calibrate,
-                                            benchmark=_android_timer(),
+                                            benchmark=_android_timer(phone),
                                             workdir=run.file("checkpoints"))
         if FLAGS.android_binary:
             table["device"] = f"android:{FLAGS.serial or 'default'}"
         path = latency.save_table(table, run.file("latency_table.json"))
         print(f"latency table: {len(table['entries'])} ops -> {path}")
     else:
-        summary = pipeline.run_all(config, run, verbose=FLAGS.verbose)
+        summary = pipeline.run_all(config, run, verbose=verbose, prepared=prepared)
         print(pipeline.format_summary(summary))
     return 0
 
 
-def _android_timer():
+def _android():
+    """The phone benchmark of --android_binary, checked before anything is written."""
     if not FLAGS.android_binary:
         return None
     from tfnas.deploy.android import AndroidBenchmark  # pylint: disable=import-outside-toplevel
 
-    bench = AndroidBenchmark(FLAGS.android_binary, serial=FLAGS.serial, adb=FLAGS.adb)
-    return lambda path: bench.run(path, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
+    return AndroidBenchmark(FLAGS.android_binary, serial=FLAGS.serial, adb=FLAGS.adb)
+
+
+def _android_timer(phone):
+    if phone is None:
+        return None
+    return lambda path: phone.run(path, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
                                   use_xnnpack=FLAGS.use_xnnpack, num_runs=FLAGS.num_runs,
                                   warmup_runs=FLAGS.warmup_runs)
 
 
-def _benchmark(run):
-    if FLAGS.android_binary:
-        from tfnas.deploy.android import AndroidBenchmark  # pylint: disable=import-outside-toplevel
-
-        bench = AndroidBenchmark(FLAGS.android_binary, serial=FLAGS.serial, adb=FLAGS.adb)
+def _benchmark(run, phone):
+    if phone is not None:
         profile = run.file("op_profile.csv") if FLAGS.op_profile else None
-        return bench.run(FLAGS.model, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
+        return phone.run(FLAGS.model, num_threads=FLAGS.threads, use_gpu=FLAGS.use_gpu,
                          use_xnnpack=FLAGS.use_xnnpack, enable_op_profiling=FLAGS.op_profile,
                          num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
                          profile_out=profile)
@@ -203,7 +309,6 @@ def _benchmark(run):
 
 def run_main():
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
         app.run(main)

@@ -12,6 +12,8 @@ import difflib
 import json
 import math
 
+from tfnas.errors import TfnasError
+
 DEFAULTS = {
     "name": "run",
     "seed": 0,
@@ -69,7 +71,7 @@ OPEN_SECTIONS = {"space.config", "search.penalty", "search.cost", "search.optimi
 MIXING_RULES = ("gumbel", "gumbel_hard", "softmax", "binary", "binary_two")
 
 
-class ConfigError(ValueError):
+class ConfigError(TfnasError, ValueError):
     """A configuration key or value is not valid."""
 
 
@@ -149,8 +151,12 @@ def load_config(path=None, overrides=()):
                 recipe = json.load(f)
         except OSError as err:
             raise ConfigError(f"Cannot read config {path}: {err}.") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"Config {path} is not valid JSON: {err}.") from None
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"Config {path} must be a JSON object of sections (name, seed, "
+                              f"data, space, search, train, export), got a JSON "
+                              f"{type(recipe).__name__}.")
         config = merge(config, recipe)
     for text in overrides:
         config = apply_override(config, text)
@@ -158,36 +164,131 @@ def load_config(path=None, overrides=()):
     return config
 
 
+def _integer(minimum=None, nullable=False):
+    spec = {"type": ["integer", "null"] if nullable else "integer"}
+    if minimum is not None:
+        spec["minimum"] = minimum
+    return spec
+
+
+def _number(exclusive_minimum=None, maximum=None, exclusive_maximum=None):
+    spec = {"type": "number"}
+    for key, value in (("exclusiveMinimum", exclusive_minimum), ("maximum", maximum),
+                       ("exclusiveMaximum", exclusive_maximum)):
+        if value is not None:
+            spec[key] = value
+    return spec
+
+
+def _object(properties):
+    return {"type": "object", "properties": properties}
+
+
+_BOOLEAN = {"type": "boolean"}
+_OPEN = {"type": "object"}
+EXPORT_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
+                  "tflite_int8", "tflite_int8_qat"]
+
+# Types, ranges and choices of every closed key (unknown keys are caught by `merge`).
+SCHEMA = _object({
+    "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+    "seed": _integer(0),
+    "data": _object({
+        "dataset": {"type": "string", "minLength": 1},
+        "data_dir": {"type": ["string", "null"]},
+        "download": _BOOLEAN,
+        "val_fraction": _number(exclusive_minimum=0, exclusive_maximum=1),
+        "image_size": _integer(8, nullable=True),
+        "batch_size": _integer(1),
+        "augment": _BOOLEAN,
+        "limit": _integer(1, nullable=True),
+    }),
+    "space": _object({"name": {"type": "string"}, "config": _OPEN}),
+    "search": _object({
+        "epochs": _integer(1),
+        "warmup_epochs": _integer(0),
+        "alternation": {"enum": ["epoch", "step"]},
+        "arch_every": _integer(1),
+        "mixing": {"enum": list(MIXING_RULES)},
+        "temperature": _object({
+            "initial": _number(exclusive_minimum=0),
+            "rate": {"anyOf": [{"enum": ["code", "paper"]},
+                               _number(exclusive_minimum=0, maximum=1)]},
+            "minimum": {"type": "number", "minimum": 0},
+        }),
+        "penalty": _OPEN,
+        "cost": _OPEN,
+        "convergence": _object({"patience": _integer(0),
+                                "entropy_threshold": _number(exclusive_minimum=0, maximum=1)}),
+        "plot_blocks": {"type": ["array", "null"], "items": {"type": "string"}},
+        "optimizer": _OPEN,
+        "arch_optimizer": _OPEN,
+    }),
+    "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN}),
+    "export": _object({
+        "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
+        "calibration_images": _integer(1),
+        "int8_per_channel": _BOOLEAN,
+        "qat_epochs": _integer(0),
+        "qat_learning_rate": _number(exclusive_minimum=0),
+    }),
+})
+
+# What to do about a value that breaks the schema, where the schema's words are not enough.
+HINTS = {
+    "name": "the run's name is a plain name (letters, digits, '.', '_', '-'), not a path; "
+            "pass --run_dir to write elsewhere",
+    "data.limit": "a positive count, or null for no limit",
+    "data.val_fraction": "the share of the training split kept for architecture steps, "
+                         "strictly between 0 and 1",
+    "search.epochs": "a search needs at least one epoch",
+    "search.temperature.initial": "the Gumbel temperature divides the logits: use a "
+                                  "positive number (GRUNAS: 5.0)",
+    "search.temperature.rate": "'code' (exp(-0.045) per epoch), 'paper' (exp(-0.645)) or a "
+                               "number in (0, 1]",
+    "export.formats": f"a JSON list, e.g. [\"tflite_int8\"], of {EXPORT_FORMATS}",
+}
+
+
+def _dotted(path):
+    return ".".join(str(p) for p in path) or "<config>"
+
+
 def validate(config):
-    """Checks values that the constructors do not: positive counts, known names."""
+    """Checks every closed key against `SCHEMA` and the keys that depend on each other.
+
+    Raises `ConfigError` naming the first bad key, its value and what it takes.
+    Open sections (penalty, optimizers, cost, the space's config) are checked
+    by the objects they configure (`tfnas.pipeline.prepare`).
+    """
+    import jsonschema  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"A config is a JSON object of sections, got {type(config).__name__}.")
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        path = list(err.absolute_path)
+        # An error inside a list item belongs to the list (export.formats[0]).
+        key = _dotted(path[:-1] if path and isinstance(path[-1], int) else path)
+        hint = HINTS.get(key)
+        message = err.message
+        if err.validator == "enum":
+            message = f"{err.instance!r} is not one of {err.validator_value}"
+        raise ConfigError(f"{key}: {message}" + (f"; {hint}." if hint else "."))
     search, data = config["search"], config["data"]
-    if not isinstance(search["arch_every"], int) or search["arch_every"] < 1:
-        raise ConfigError(f"search.arch_every must be a positive integer, got "
-                          f"{search['arch_every']!r}.")
-    for key in ("epochs", "warmup_epochs"):
-        if not isinstance(search[key], int) or search[key] < 0:
-            raise ConfigError(f"search.{key} must be a non-negative integer, "
-                              f"got {search[key]!r}.")
-    if not isinstance(config["train"]["epochs"], int) or config["train"]["epochs"] < 0:
-        raise ConfigError(f"train.epochs must be a non-negative integer, got "
-                          f"{config['train']['epochs']!r}.")
-    if not isinstance(data["batch_size"], int) or data["batch_size"] < 1:
-        raise ConfigError(f"data.batch_size must be a positive integer, got "
-                          f"{data['batch_size']!r}.")
-    if search["alternation"] not in ("step", "epoch"):
-        raise ConfigError(f"search.alternation must be 'step' or 'epoch', got "
-                          f"{search['alternation']!r}.")
-    if search["mixing"] not in MIXING_RULES:
-        raise ConfigError(f"search.mixing must be one of {list(MIXING_RULES)}, got "
-                          f"{search['mixing']!r}.")
-    patience = search["convergence"]["patience"]
-    if not isinstance(patience, int) or patience < 0:
-        raise ConfigError(f"search.convergence.patience must be a non-negative integer (0 "
-                          f"turns the stop off), got {patience!r}.")
-    threshold = search["convergence"]["entropy_threshold"]
-    if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ConfigError("search.convergence.entropy_threshold is a normalized entropy in "
-                          f"(0, 1], got {threshold!r}.")
+    if search["warmup_epochs"] >= search["epochs"]:
+        raise ConfigError(
+            f"search.warmup_epochs ({search['warmup_epochs']}) must be less than search.epochs "
+            f"({search['epochs']}): otherwise no architecture step ever runs.")
+    t = search["temperature"]
+    if search["mixing"].startswith("gumbel") and t["minimum"] >= t["initial"]:
+        raise ConfigError(f"search.temperature.minimum ({t['minimum']}) must be below "
+                          f"search.temperature.initial ({t['initial']}).")
+    if data["dataset"] == "bundled" and data["data_dir"] is not None:
+        raise ConfigError("data.data_dir is for tfds datasets; the bundled set ships with "
+                          "tfnas. Remove data.data_dir or name a tfds dataset.")
     cost = search["cost"]
     kinds = {"parameters": set(), "macs": set(), "latency": {"table"}}
     optional = {"latency": {"unit"}}
@@ -201,21 +302,11 @@ def validate(config):
                           f"{sorted(kinds[cost['type']]) or 'no other keys'}"
                           + (f"; unknown {sorted(extra)}" if extra else "")
                           + (f"; missing {sorted(missing)}" if missing else "") + ".")
-    known = {"saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
-             "tflite_int8_qat"}
-    formats = set(config["export"]["formats"]) - known
-    if formats:
-        raise ConfigError(f"Unknown export formats {sorted(formats)}; choose from "
-                          f"{sorted(known)}.")
-    if not isinstance(config["export"]["qat_epochs"], int) or config["export"]["qat_epochs"] < 0:
-        raise ConfigError("export.qat_epochs must be a non-negative integer.")
-    if not isinstance(config["export"]["calibration_images"], int) or \
-            config["export"]["calibration_images"] < 1:
-        raise ConfigError("export.calibration_images must be a positive integer.")
-    for key in ("learning_rate",):
-        for section in ("search.optimizer", "search.arch_optimizer", "train.optimizer"):
-            a, b = section.split(".")
-            value = config[a][b].get(key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{section}.{key} must be a positive number, got {value!r}.")
+    for section in ("search.optimizer", "search.arch_optimizer", "train.optimizer"):
+        a, b = section.split(".")
+        value = config[a][b].get("learning_rate")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{section}.learning_rate must be a positive number, got "
+                              f"{value!r}.")
     return config

@@ -1,13 +1,19 @@
-"""The errors tfnas raises for bad input, gathered for the command line."""
+"""The base class of every error tfnas raises for bad input.
 
-from tfnas.architecture import ArchitectureError
-from tfnas.config import ConfigError
-from tfnas.data import DatasetUnavailableError
-from tfnas.deploy import ExportError
-from tfnas.deploy.android import AndroidBenchmarkError
-from tfnas.deploy.latency import LatencyTableError
-from tfnas.run_dir import RunExistsError
-from tfnas.spaces import SearchSpaceError
+The command line prints a `TfnasError` as one line and exits with status 2;
+anything else is a bug in tfnas and keeps its traceback. Each module defines
+its own subclass (`ConfigError`, `ArchitectureError`, `ExportError`, ...), so
+this module imports nothing.
+"""
 
-USER_ERRORS = (AndroidBenchmarkError, ArchitectureError, ConfigError, DatasetUnavailableError,
-               ExportError, LatencyTableError, RunExistsError, SearchSpaceError)
+
+class TfnasError(Exception):
+    """Bad input, named with its fix: a config value, a file, a dataset, a device."""
+
+    def __str__(self):
+        # One line: the command line prints errors on a single line.
+        return " ".join(super().__str__().split())
+
+
+class UsageError(TfnasError):
+    """The command line was given a missing, extra or conflicting flag."""

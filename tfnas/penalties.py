@@ -10,6 +10,8 @@ import math
 
 from keras import ops
 
+from tfnas.config import ConfigError
+
 
 class Penalty:
     """No penalty: the loss is the cross-entropy."""
@@ -158,9 +160,14 @@ def get(config):
     kind = config.pop("type", "none")
     kind = ALIASES.get(kind, kind)
     if kind not in PENALTIES:
-        raise ValueError(f"Unknown penalty type {kind!r}; choose one of {sorted(PENALTIES)}.")
+        raise ConfigError(f"Unknown penalty type {kind!r}; choose one of "
+                          f"{sorted(PENALTIES) + sorted(ALIASES)}.")
+    bad = {k: v for k, v in config.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
+    if bad:
+        raise ConfigError(f"The {kind!r} penalty takes finite numbers; got {bad}.")
     try:
         return PENALTIES[kind](**config)
-    except TypeError as err:
-        raise ValueError(f"Bad arguments for the {kind!r} penalty: {err}.") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"Bad arguments for the {kind!r} penalty: {err}") from None
 

@@ -14,6 +14,8 @@ import socket
 import numpy as np
 import tensorflow as tf
 
+from tfnas.errors import TfnasError
+
 BUNDLED = "bundled"
 BUNDLED_PATH = os.path.join(os.path.dirname(__file__), "cifar10_mini.npz")
 BUNDLED_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -24,7 +26,7 @@ BUNDLED_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(TfnasError, RuntimeError):
     """A dataset cannot be loaded (for example: offline and not prepared)."""
 
 
@@ -138,28 +140,72 @@ def _is_prepared(builder):
     return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
 
 
-def pipeline(dataset, batch_size, training=False, augment=True, image_size=None, seed=None,
-             shuffle_buffer=10_000, drop_remainder=False):
+def _seed_pair(seed, epoch):
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def pipeline(dataset, batch_size, training=False, augment=True, image_size=None, seed=0,
+             epoch=0, shuffle_buffer=10_000, drop_remainder=False):
     """Batches `(image, label)` into float32 images in [0, 255] and int64 labels.
 
     In training: shuffle, and (with `augment`) random crop with 4-pixel zero
     padding and horizontal flip. `image_size` resizes (bilinear) after that.
+
+    Training batches are a function of `(seed, epoch)` alone: the shuffle is
+    seeded from both, and each image's crop and flip are stateless random ops
+    seeded from `(seed, epoch, position)`, so parallel `map` threads cannot
+    change them and a resumed run sees the same batches in its epoch `epoch`
+    (an int, or a tensor inside `epochs`).
+
+    Example:
+
+    >>> ds = tf.data.Dataset.from_tensor_slices((tf.zeros((6, 8, 8, 3), tf.uint8),
+    ...                                          tf.range(6, dtype=tf.int64)))
+    >>> a = [y.numpy().tolist() for _, y in pipeline(ds, 3, training=True, seed=1, epoch=2)]
+    >>> a == [y.numpy().tolist() for _, y in pipeline(ds, 3, training=True, seed=1, epoch=2)]
+    True
     """
-    def prepare(image, label):
+    seed = 0 if seed is None else seed
+    base = _seed_pair(seed, epoch)
+
+    def prepare(position, example):
+        image, label = example
         image = tf.cast(image, tf.float32)
         if training and augment:
-            shape = tf.shape(image)
+            element = tf.random.experimental.stateless_fold_in(base, position)
             padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-            image = tf.image.random_crop(padded, shape)
-            image = tf.image.random_flip_left_right(image)
+            image = tf.image.stateless_random_crop(
+                padded, tf.shape(image),
+                seed=tf.random.experimental.stateless_fold_in(element, 0))
+            image = tf.image.stateless_random_flip_left_right(
+                image, seed=tf.random.experimental.stateless_fold_in(element, 1))
         if image_size is not None:
             image = tf.image.resize(image, (image_size, image_size))
         return image, label
 
     if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        shuffle_seed = tf.cast(tf.random.experimental.stateless_fold_in(base, 7)[0], tf.int64)
+        if isinstance(epoch, tf.Tensor) and not tf.executing_eagerly():
+            # TF compares (global seed, op seed) with (0, 0) in Python: with a global seed
+            # of 0 and a tensor op seed that is a tensor's truth value. The shuffle is
+            # seeded by `shuffle_seed` alone either way.
+            tf.compat.v1.get_default_graph().seed = None
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed,
+                                  reshuffle_each_iteration=True)
+    dataset = dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset if isinstance(epoch, tf.Tensor) else dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def epochs(make_epoch, first, last):
+    """The batches of epochs `first .. last - 1` in one stream: `make_epoch(epoch)` each.
+
+    With `fit(..., steps_per_epoch=n, initial_epoch=first)` every epoch gets the
+    batches of its own number, also when a run resumes in the middle.
+    """
+    return (tf.data.Dataset.range(first, last).flat_map(make_epoch)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def search_schedule(train, arch, alternation="step", arch_every=1):
@@ -177,7 +223,9 @@ def search_schedule(train, arch, alternation="step", arch_every=1):
         raise ValueError(f"arch_every must be a positive integer, got {arch_every!r}.")
     weights = train.map(tag(0))
     archs = arch.map(tag(1))
-    n_train = int(train.cardinality())
+    # Inside `epochs` (a traced function) the sizes are unknown: no assertion then.
+    n_train = tf.get_static_value(train.cardinality())
+    n_train = -1 if n_train is None else int(n_train)
     if alternation == "step":
         pattern = tf.data.Dataset.from_tensor_slices(
             tf.constant([0] * arch_every + [1], tf.int64)).repeat()
@@ -187,7 +235,8 @@ def search_schedule(train, arch, alternation="step", arch_every=1):
         total = n_train + n_train // arch_every if n_train > 0 else -1
     elif alternation == "epoch":
         schedule = weights.concatenate(archs)
-        n_arch = int(arch.cardinality())
+        n_arch = tf.get_static_value(arch.cardinality())
+        n_arch = -1 if n_arch is None else int(n_arch)
         total = n_train + n_arch if n_train > 0 and n_arch > 0 else -1
     else:
         raise ValueError(f"alternation must be 'step' or 'epoch', got {alternation!r}.")

@@ -2,10 +2,12 @@
 
 import difflib
 
+from tfnas.errors import TfnasError
+
 _SPACES = {}
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(TfnasError, ValueError):
     """A search space, or a choice in it, is not valid."""
 
 
@@ -21,7 +23,17 @@ def get_space(name, config=None):
         raise SearchSpaceError(
             f"Unknown search space {name!r}. Known spaces: {sorted(_SPACES)}."
             + _did_you_mean(name, _SPACES))
-    return _SPACES[name](**(config or {}))
+    if not isinstance(config or {}, dict):
+        raise SearchSpaceError(f"The configuration of space {name!r} must be an object, got "
+                               f"{config!r}.")
+    try:
+        return _SPACES[name](**(config or {}))
+    except SearchSpaceError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        # A value of the wrong type that the space's own checks did not foresee.
+        raise SearchSpaceError(f"Invalid configuration of space {name!r}: "
+                               f"{type(err).__name__}: {err}.") from None
 
 
 def available_spaces():

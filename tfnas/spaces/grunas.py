@@ -55,7 +55,14 @@ class GrunasSpace(SearchSpace):
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        widths = [list(map(int, w)) for w in c["widths"]]
+        widths = c["widths"]
+        if not isinstance(widths, list) or not all(
+                isinstance(w, (list, tuple)) and len(w) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in w)
+                for w in widths):
+            raise SearchSpaceError(f"grunas: 'widths' must be a list of [in, out] channel "
+                                   f"pairs of positive integers, got {widths!r}.")
+        widths = [list(w) for w in widths]
         if not widths:
             raise SearchSpaceError("grunas: 'widths' must list at least one [in, out] pair.")
         expected_in = int(c["stem_channels"])

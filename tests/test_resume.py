@@ -1,0 +1,131 @@
+"""Same seed, same result; a run killed with SIGKILL and resumed ends as if never stopped.
+
+Each run is a real `tfnas run` subprocess on the bundled data; the kills are real
+SIGKILLs in the middle of an epoch.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
+# 4 search epochs (1 weights only) and 3 training epochs of 4 + 4 batches each.
+SMALL = ["--set", "search.epochs=4", "--set", "search.warmup_epochs=1", "--set",
+         "train.epochs=3", "--set", "data.limit=192", "--set", "data.batch_size=48", "--set",
+         'space.config.widths=[[12,24],[24,24],[24,48]]', "--set", "export.formats=[]",
+         "--verbose=0"]
+
+
+def _command(*args):
+    return [sys.executable, "-m", "tfnas.cli", *args]
+
+
+def _run(*args):
+    result = subprocess.run(_command(*args), capture_output=True, text=True, cwd=ROOT,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _kill_when(run_dir, backup, epoch, total, *args):
+    """Starts a run, SIGKILLs it in the epoch after `backup` recorded `epoch`.
+
+    Returns the epochs of the stage (of `total`) that the backup holds."""
+    state = os.path.join(run_dir, "checkpoints", backup, "state.json")
+    proc = subprocess.Popen(_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with open(state, encoding="utf-8") as f:
+                if json.load(f)["epoch"] >= epoch:
+                    break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+    time.sleep(0.1)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(state, encoding="utf-8") as f:
+        saved = json.load(f)["epoch"]
+    assert saved < total, "the kill came too late to interrupt the stage"
+    return saved
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _outcome(run_dir):
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"choices": arch["choices"], "probabilities": arch["probabilities"],
+            "search_history": _rows(run_dir / "logs" / "search_history.csv"),
+            "architecture_log": _rows(run_dir / "logs" / "architecture.csv"),
+            "train_history": _rows(run_dir / "logs" / "train_history.csv"),
+            "test_accuracy": summary["test_accuracy"], "test_loss": summary["test_loss"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resume") / "whole"
+    _run("run", "--config", QUICKSTART, "--run_dir", str(run_dir), *SMALL)
+    return run_dir
+
+
+def test_same_seed_gives_the_same_architecture_and_losses(uninterrupted, tmp_path):
+    again = tmp_path / "again"
+    _run("run", "--config", QUICKSTART, "--run_dir", str(again), *SMALL)
+    first, second = _outcome(uninterrupted), _outcome(again)
+    assert len(first["search_history"]) == 4 and len(first["train_history"]) == 3
+    assert first == second
+
+
+def test_another_seed_gives_other_losses(uninterrupted, tmp_path):
+    other = tmp_path / "other"
+    _run("run", "--config", QUICKSTART, "--run_dir", str(other), *SMALL, "--set", "seed=1")
+    assert _outcome(other)["search_history"] != _outcome(uninterrupted)["search_history"]
+
+
+@pytest.mark.parametrize("stage", ["search", "train"])
+def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(stage, uninterrupted,
+                                                                      tmp_path):
+    run_dir = tmp_path / stage
+    saved = _kill_when(run_dir, stage, 1, {"search": 4, "train": 3}[stage], "run", "--config",
+                       QUICKSTART, "--run_dir", str(run_dir), *SMALL)
+    assert not (run_dir / "summary.json").exists()
+    with open(run_dir / "checkpoints" / stage / "elapsed.json", encoding="utf-8") as f:
+        before_kill = json.load(f)["seconds"]
+    result = _run("run", "--run_dir", str(run_dir), "--resume", "--verbose=0")
+    noun = {"search": "search", "train": "training"}[stage]
+    assert f"the {noun} continues from epoch {saved + 1}" in result.stdout
+    assert _outcome(run_dir) == _outcome(uninterrupted)
+    # The time before the kill counts: the resumed stage alone took less.
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    seconds = arch["metadata"]["search_seconds"] if stage == "search" else \
+        summary["train_seconds"]
+    assert seconds >= before_kill
+    assert not (run_dir / "checkpoints" / stage).exists()  # the backup is gone when done
+
+
+def test_resume_of_a_finished_search_reuses_it(uninterrupted, tmp_path):
+    run_dir = tmp_path / "search"
+    _run("search", "--config", QUICKSTART, "--run_dir", str(run_dir), *SMALL)
+    arch = (run_dir / "architecture.json").read_text()
+    weights = (run_dir / "checkpoints" / "supernet.weights.h5").stat().st_mtime_ns
+    rows = _rows(run_dir / "logs" / "search_history.csv")
+    result = _run("search", "--run_dir", str(run_dir), "--resume", "--verbose=0")
+    assert "the search is complete" in result.stdout
+    assert (run_dir / "architecture.json").read_text() == arch
+    assert (run_dir / "checkpoints" / "supernet.weights.h5").stat().st_mtime_ns == weights
+    assert _rows(run_dir / "logs" / "search_history.csv") == rows
