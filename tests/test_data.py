@@ -80,3 +80,25 @@ def test_download_when_offline_fails_fast_with_the_fix(tmp_path, monkeypatch):
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="Unknown dataset 'cifar11'"):
         data_lib.load("cifar11", data_dir=str(tmp_path))
+
+
+def test_training_batches_are_a_function_of_seed_and_epoch():
+    train = data_lib.load("bundled").train.take(96)
+
+    def batches(seed, epoch):
+        return [(x.numpy(), y.numpy()) for x, y in
+                data_lib.pipeline(train, 32, training=True, seed=seed, epoch=epoch)]
+
+    first = batches(0, 3)
+    for (x, y), (x2, y2) in zip(first, batches(0, 3)):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(first[0][0], batches(1, 3)[0][0])  # another seed
+    assert not np.array_equal(first[0][0], batches(0, 4)[0][0])  # another epoch
+    # Streamed from epoch 2 on (as a resumed fit sees them), epoch 3 has the same batches.
+    streamed = [(x.numpy(), y.numpy()) for x, y in data_lib.epochs(
+        lambda e: data_lib.pipeline(train, 32, training=True, seed=0, epoch=e), 2, 4)]
+    assert len(streamed) == 6
+    for (x, y), (x2, y2) in zip(streamed[3:], first):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)

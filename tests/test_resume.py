@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -37,27 +38,32 @@ def _run(*args):
 def _kill_when(run_dir, backup, epoch, total, *args):
     """Starts a run, SIGKILLs it in the epoch after `backup` recorded `epoch`.
 
-    Returns the epochs of the stage (of `total`) that the backup holds."""
+    Returns the epochs of the stage (of `total`) that the backup holds, and what the
+    run printed."""
     state = os.path.join(run_dir, "checkpoints", backup, "state.json")
-    proc = subprocess.Popen(_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with open(state, encoding="utf-8") as f:
-                if json.load(f)["epoch"] >= epoch:
-                    break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
-    time.sleep(0.1)  # into the next epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(_command(*args), cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with open(state, encoding="utf-8") as f:
+                    if json.load(f)["epoch"] >= epoch:
+                        break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        time.sleep(0.1)  # into the next epoch
+        ended_by_itself = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        out.seek(0)
+        printed = out.read()
+    assert not ended_by_itself, f"the run ended before it could be killed: {printed[-2000:]}"
     with open(state, encoding="utf-8") as f:
         saved = json.load(f)["epoch"]
     assert saved < total, "the kill came too late to interrupt the stage"
-    return saved
+    return saved, printed
 
 
 def _rows(path):
@@ -90,42 +96,41 @@ def test_same_seed_gives_the_same_architecture_and_losses(uninterrupted, tmp_pat
     assert first == second
 
 
-def test_another_seed_gives_other_losses(uninterrupted, tmp_path):
-    other = tmp_path / "other"
-    _run("run", "--config", QUICKSTART, "--run_dir", str(other), *SMALL, "--set", "seed=1")
-    assert _outcome(other)["search_history"] != _outcome(uninterrupted)["search_history"]
-
-
-@pytest.mark.parametrize("stage", ["search", "train"])
-def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(stage, uninterrupted,
-                                                                      tmp_path):
-    run_dir = tmp_path / stage
-    saved = _kill_when(run_dir, stage, 1, {"search": 4, "train": 3}[stage], "run", "--config",
-                       QUICKSTART, "--run_dir", str(run_dir), *SMALL)
-    assert not (run_dir / "summary.json").exists()
+def _elapsed(run_dir, stage):
     with open(run_dir / "checkpoints" / stage / "elapsed.json", encoding="utf-8") as f:
-        before_kill = json.load(f)["seconds"]
-    result = _run("run", "--run_dir", str(run_dir), "--resume", "--verbose=0")
-    noun = {"search": "search", "train": "training"}[stage]
-    assert f"the {noun} continues from epoch {saved + 1}" in result.stdout
+        return json.load(f)["seconds"]
+
+
+def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
+    run_dir = tmp_path / "killed"
+    resume = ["run", "--run_dir", str(run_dir), "--resume", "--verbose=0"]
+    # Killed in the search; resumed and killed again in the training; resumed again.
+    in_search, _ = _kill_when(run_dir, "search", 1, 4, "run", "--config", QUICKSTART,
+                              "--run_dir", str(run_dir), *SMALL)
+    search_before_kill = _elapsed(run_dir, "search")
+    in_train, printed = _kill_when(run_dir, "train", 1, 3, *resume)
+    assert f"the search continues from epoch {in_search + 1}" in printed
+    train_before_kill = _elapsed(run_dir, "train")
+    assert not (run_dir / "summary.json").exists()
+    result = _run(*resume)
+    assert "the search is complete" in result.stdout
+    assert f"the training continues from epoch {in_train + 1}" in result.stdout
+
     assert _outcome(run_dir) == _outcome(uninterrupted)
-    # The time before the kill counts: the resumed stage alone took less.
+    # The time before each kill counts: the resumed stages alone took less.
     arch = json.loads((run_dir / "architecture.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    seconds = arch["metadata"]["search_seconds"] if stage == "search" else \
-        summary["train_seconds"]
-    assert seconds >= before_kill
-    assert not (run_dir / "checkpoints" / stage).exists()  # the backup is gone when done
+    assert arch["metadata"]["search_seconds"] >= search_before_kill
+    assert summary["train_seconds"] >= train_before_kill
+    assert not (run_dir / "checkpoints" / "search").exists()  # backups go when done
+    assert not (run_dir / "checkpoints" / "train").exists()
 
-
-def test_resume_of_a_finished_search_reuses_it(uninterrupted, tmp_path):
-    run_dir = tmp_path / "search"
-    _run("search", "--config", QUICKSTART, "--run_dir", str(run_dir), *SMALL)
-    arch = (run_dir / "architecture.json").read_text()
+    # A finished search is reused, never redone: nothing it wrote changes.
     weights = (run_dir / "checkpoints" / "supernet.weights.h5").stat().st_mtime_ns
+    text = (run_dir / "architecture.json").read_text()
     rows = _rows(run_dir / "logs" / "search_history.csv")
     result = _run("search", "--run_dir", str(run_dir), "--resume", "--verbose=0")
     assert "the search is complete" in result.stdout
-    assert (run_dir / "architecture.json").read_text() == arch
+    assert (run_dir / "architecture.json").read_text() == text
     assert (run_dir / "checkpoints" / "supernet.weights.h5").stat().st_mtime_ns == weights
     assert _rows(run_dir / "logs" / "search_history.csv") == rows

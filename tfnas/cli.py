@@ -81,7 +81,7 @@ def main(argv):
         _quiet_tensorflow(FLAGS.tf_logs)
         return _main(command)
     except TfnasError as err:
-        print(f"tfnas {command or ''}: error: {err}".replace("tfnas : ", "tfnas: "),
+        print(f"{' '.join(['tfnas', command] if command else ['tfnas'])}: error: {err}",
               file=sys.stderr)
         return 2
 

@@ -57,7 +57,7 @@ class Prepared:
     def __init__(self, config, splits, space):
         self.config, self.splits, self.space = config, splits, space
 
-    def batches(self, split, training, epoch=0):
+    def batches(self, split, training, epoch=None):
         d = self.config["data"]
         return data_lib.pipeline(getattr(self.splits, split), d["batch_size"],
                                  training=training, augment=d["augment"],

@@ -145,17 +145,18 @@ def _seed_pair(seed, epoch):
 
 
 def pipeline(dataset, batch_size, training=False, augment=True, image_size=None, seed=0,
-             epoch=0, shuffle_buffer=10_000, drop_remainder=False):
+             epoch=None, shuffle_buffer=10_000, drop_remainder=False):
     """Batches `(image, label)` into float32 images in [0, 255] and int64 labels.
 
     In training: shuffle, and (with `augment`) random crop with 4-pixel zero
     padding and horizontal flip. `image_size` resizes (bilinear) after that.
 
-    Training batches are a function of `(seed, epoch)` alone: the shuffle is
-    seeded from both, and each image's crop and flip are stateless random ops
-    seeded from `(seed, epoch, position)`, so parallel `map` threads cannot
-    change them and a resumed run sees the same batches in its epoch `epoch`
-    (an int, or a tensor inside `epochs`).
+    Each image's crop and flip are stateless random ops seeded from `(seed,
+    epoch, position)`, so parallel `map` threads cannot change them. Without
+    `epoch`, the dataset reshuffles at every iteration (every epoch of `fit`),
+    seeded by `seed` and TensorFlow's global seed. With `epoch` (an int, or a
+    tensor inside `epochs`), it gives the batches of that epoch, a function of
+    `(seed, epoch)` alone: what `epochs` streams, and what a resumed run sees.
 
     Example:
 
@@ -166,7 +167,19 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
     True
     """
     seed = 0 if seed is None else seed
-    base = _seed_pair(seed, epoch)
+    if training and epoch is not None and not isinstance(epoch, tf.Tensor):
+        # Built inside a traced function, as every epoch of `epochs` is, so that the
+        # shuffle is seeded the same way here and there.
+        batches = (tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64))
+                   .flat_map(lambda e: pipeline(dataset, batch_size, training, augment,
+                                                image_size, seed, e, shuffle_buffer,
+                                                drop_remainder)))
+        n = int(dataset.cardinality())
+        if n >= 0:  # flat_map hides the number of batches; Keras's progress bar wants it
+            batches = batches.apply(tf.data.experimental.assert_cardinality(
+                n // batch_size if drop_remainder else -(-n // batch_size)))
+        return batches.prefetch(tf.data.AUTOTUNE)
+    base = _seed_pair(seed, 0 if epoch is None else epoch)
 
     def prepare(position, example):
         image, label = example
@@ -183,19 +196,21 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
             image = tf.image.resize(image, (image_size, image_size))
         return image, label
 
-    if training:
+    if training and epoch is None:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    elif training:
+        # Inside the traced function, the graph's seed is dropped: TF would pair the
+        # shuffle's seed with the process's global seed (and, with a global seed of 0,
+        # take a tensor's truth value). The shuffle is then seeded by (seed, epoch) alone.
+        tf.compat.v1.get_default_graph().seed = None
         shuffle_seed = tf.cast(tf.random.experimental.stateless_fold_in(base, 7)[0], tf.int64)
-        if isinstance(epoch, tf.Tensor) and not tf.executing_eagerly():
-            # TF compares (global seed, op seed) with (0, 0) in Python: with a global seed
-            # of 0 and a tensor op seed that is a tensor's truth value. The shuffle is
-            # seeded by `shuffle_seed` alone either way.
-            tf.compat.v1.get_default_graph().seed = None
         dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed,
                                   reshuffle_each_iteration=True)
     dataset = dataset.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset if isinstance(epoch, tf.Tensor) else dataset.prefetch(tf.data.AUTOTUNE)
+    in_epochs = isinstance(epoch, tf.Tensor)  # `epochs` prefetches the whole stream
+    return dataset if in_epochs else dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def epochs(make_epoch, first, last):
