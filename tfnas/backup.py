@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import shutil
+import threading
 import time
 
 import keras
@@ -72,7 +73,8 @@ class TrainingBackup(keras.callbacks.Callback):
         self.elapsed_before = 0.0
         self.finished = False
         self._start = None
-        self._last_heartbeat = 0.0
+        self._heartbeat = None
+        self.heartbeat_seconds = 2.0
 
     @property
     def _state_path(self):
@@ -125,9 +127,15 @@ class TrainingBackup(keras.callbacks.Callback):
         self.finished = bool(meta["finished"])
         return epoch
 
-    def on_train_batch_end(self, batch, logs=None):
-        # The time of an epoch that a kill interrupts still counts.
-        if time.time() - self._last_heartbeat > 5:
+    def on_train_begin(self, logs=None):
+        # The time of an epoch that a kill interrupts still counts: a thread notes it
+        # every few seconds (a batch hook would make Keras sync every step).
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self):
+        while not self._stop_heartbeat.wait(self.heartbeat_seconds):
             self._write_time()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -145,12 +153,15 @@ class TrainingBackup(keras.callbacks.Callback):
         self._write_time()
 
     def on_train_end(self, logs=None):
+        if self._heartbeat is not None:
+            self._stop_heartbeat.set()
+            self._heartbeat.join()
+            self._heartbeat = None
         self._write_time()
 
     def _write_time(self):
         os.makedirs(self.directory, exist_ok=True)
         _write_json_atomically(self._time_path, {"seconds": self.elapsed()})
-        self._last_heartbeat = time.time()
 
     def discard(self):
         """Removes the backup (the stage it protects has finished)."""
