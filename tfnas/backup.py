@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tfnas.errors import TfnasError
+from tfnas.run_dir import write_json_atomically
 
 
 class BackupError(TfnasError):
@@ -149,7 +150,7 @@ class TrainingBackup(keras.callbacks.Callback):
                 "callbacks": {name: obj.get_state() for name, obj in self.stateful.items()}}
         # The meta file is replaced last: it names the epoch the state belongs to.
         os.replace(tmp, self._state_path)
-        _write_json_atomically(self._meta_path, meta)
+        write_json_atomically(self._meta_path, meta)
         self._write_time()
 
     def on_train_end(self, logs=None):
@@ -161,7 +162,7 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def _write_time(self):
         os.makedirs(self.directory, exist_ok=True)
-        _write_json_atomically(self._time_path, {"seconds": self.elapsed()})
+        write_json_atomically(self._time_path, {"seconds": self.elapsed()})
 
     def discard(self):
         """Removes the backup (the stage it protects has finished)."""
@@ -170,13 +171,6 @@ class TrainingBackup(keras.callbacks.Callback):
 
 def _layout(variables):
     return [[list(v.shape), str(v.dtype)] for v in variables]
-
-
-def _write_json_atomically(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def _trim_csv(path, first_dropped):

@@ -45,6 +45,15 @@ def default_path(name, command, root="runs"):
     return path
 
 
+def write_json_atomically(path, obj):
+    """Writes JSON to `path` so that a kill leaves the old file or the new one, never half."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def _inside(path, directory):
     path, directory = os.path.realpath(path), os.path.realpath(directory)
     return path == directory or path.startswith(directory + os.sep)
@@ -122,13 +131,7 @@ class RunDirectory:
         return os.path.join(self.path, *parts)
 
     def write_json(self, name, obj):
-        """Writes `name` atomically: a kill leaves the old file or the new one, never half."""
-        path = self.file(name)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json_atomically(self.file(name), obj)
 
     def read_json(self, name):
         path = self.file(name)
