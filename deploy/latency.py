@@ -13,8 +13,8 @@ measures that cost once (`overhead`) and the prediction counts it once:
 this host the sum of isolated int8 ops misses ~20 % of whole int8 networks
 (float32 matches within ~1 %), a gap one factor closes.
 
-`LatencyCost` turns a table into a differentiable expected latency of a
-supernet for any penalty.
+`tfnas.costs.LatencyCost` turns a table into a differentiable expected
+latency of a supernet for any penalty, and `predict` uses it for one network.
 """
 
 import contextlib
@@ -26,7 +26,6 @@ import time
 import keras
 import numpy as np
 
-from tfnas.costs import Cost, mixed_ops
 from tfnas.deploy.benchmark import benchmark_host
 from tfnas.deploy.saved_model import export_saved_model
 from tfnas.deploy.tflite import convert
@@ -170,11 +169,13 @@ def calibrate_table(table, space, num_networks=3, seed=1000, benchmark=None, wor
     return table
 
 
-def _fixed_ms(table, fixed):
-    return table["overhead"] + sum(_lookup(table, s) for s, _ in fixed)
+def fixed_ms(table, fixed):
+    """The interpreter's overhead plus the ops every network has (`fixed` of `latency_ops`)."""
+    return table["overhead"] + sum(op_ms(table, s) for s, _ in fixed)
 
 
-def _lookup(table, signature):
+def op_ms(table, signature):
+    """The scaled time of one op above the interpreter's overhead."""
     try:
         return table.get("scale", 1.0) * (table["entries"][signature]["mean"]
                                           - table["overhead"])
@@ -186,41 +187,7 @@ def _lookup(table, signature):
 
 
 def predict(table, space, choices):
-    """Predicted latency (ms) of the architecture `{block: choice}`."""
-    table = load_table(table)
-    fixed, blocks = space.latency_ops()
-    total = _fixed_ms(table, fixed)
-    for block, candidates in blocks.items():
-        index = space.candidates(block).index(choices[block])
-        total += _lookup(table, candidates[index][0])
-    return float(total)
+    """Predicted latency (ms) of the architecture `{block: choice}` (`LatencyCost.of_choices`)."""
+    from tfnas.costs import LatencyCost  # pylint: disable=import-outside-toplevel
 
-
-class LatencyCost(Cost):
-    """Expected latency (ms) under the mixing weights, from a latency table.
-
-    Example: `SearchModel(supernet, cost=LatencyCost.from_table(table, space, supernet))`.
-    """
-
-    unit = "ms"
-    UNITS = {"ms": 1.0, "us": 1000.0}
-
-    @classmethod
-    def from_table(cls, table, space, supernet=None, unit="ms"):
-        """`unit="us"` gives microseconds: `mul#log` needs costs above 1."""
-        if unit not in cls.UNITS:
-            raise LatencyTableError(f"Unknown latency unit {unit!r}; use 'ms' or 'us'.")
-        table = load_table(table)
-        factor = cls.UNITS[unit]
-        fixed, blocks = space.latency_ops()
-        fixed_ms = factor * _fixed_ms(table, fixed)
-        tables = {block: [factor * _lookup(table, s) for s, _ in candidates]
-                  for block, candidates in blocks.items()}
-        if supernet is not None:
-            names = {op.name for op in mixed_ops(supernet)}
-            if names != set(tables):
-                raise LatencyTableError(f"The supernet's blocks {sorted(names)} are not the "
-                                        f"space's {sorted(tables)}.")
-        cost = cls(fixed_ms, tables)
-        cost.unit = unit
-        return cost
+    return float(LatencyCost.from_table(table, space).of_choices(choices))

@@ -24,7 +24,7 @@ import contextlib
 import keras
 from keras import ops
 
-from tfnas.layers.mixing import MixingRule, add_gumbel_noise
+from tfnas.layers.mixing import RULES, MixingRule, add_gumbel_noise
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -145,3 +145,13 @@ class BinaryGateMixing(MixingRule):
 
     def get_config(self):
         return {**super().get_config(), "paths": self.paths, "seed": self.seed}
+
+
+@RULES.register("binary")
+def _binary(seed=None):
+    return BinaryGateMixing(paths=1, seed=seed, name="mixing")
+
+
+@RULES.register("binary_two")
+def _binary_two(seed=None):
+    return BinaryGateMixing(paths=2, seed=seed, name="mixing")

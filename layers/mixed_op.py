@@ -93,3 +93,19 @@ class MixedOp(keras.layers.Layer):
                                 for c in config["candidates"]]
         config["mixing"] = keras.saving.deserialize_keras_object(config["mixing"])
         return cls(**config)
+
+
+def mixed_ops(model):
+    """The `MixedOp` layers of `model`, in graph order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+            if isinstance(layer, MixedOp)]
+
+
+def distributions(ops_or_model):
+    """`{block: (choice labels, probabilities as a float64 array)}` of the mixed ops of a
+    model (or of a list of them), in graph order: what searches log and derive from."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    ops_ = ops_or_model if isinstance(ops_or_model, (list, tuple)) else mixed_ops(ops_or_model)
+    return {op.name: (op.choices, np.asarray(ops.convert_to_numpy(op.probabilities()),
+                                             "float64")) for op in ops_}

@@ -9,9 +9,18 @@ candidates (binary gates) overrides `combine`.
 """
 
 import contextlib
+import math
 
 import keras
 from keras import ops
+
+from tfnas.errors import ConfigError
+from tfnas.registry import Registry
+
+RULES = Registry("mixing rule")
+
+# Per-epoch multipliers of the Gumbel temperature.
+TEMPERATURE_RATES = {"code": math.exp(-0.045), "paper": math.exp(-0.645)}
 
 
 def add_gumbel_noise(logits, seed_generator):
@@ -63,6 +72,16 @@ class MixingRule(keras.layers.Layer):
     def call(self, logits, training=None):
         return self.mixing_weights(logits, training=training)
 
+    def schedule_callbacks(self, start_epoch=0):
+        """Callbacks that drive the rule's schedule values (the Gumbel temperature) during
+        a search whose architecture updates start at `start_epoch`; default none."""
+        del start_epoch
+        return []
+
+    def logged_values(self):
+        """`{name: variable}` that a search logs every step (the temperature); default none."""
+        return {}
+
 
 @keras.saving.register_keras_serializable(package="tfnas")
 class SoftmaxMixing(MixingRule):
@@ -88,7 +107,10 @@ class GumbelSoftmaxMixing(MixingRule):
     is drawn per call in training; in inference the noise is left out
     (softmax(logits / T), or its one-hot when hard).
 
-    `temperature` is a non-trainable variable; `TemperatureAnnealing` sets it.
+    `temperature` is the initial temperature, or its schedule
+    `{"initial": 5.0, "rate": "code", "minimum": 0.0}` (see `TemperatureAnnealing`,
+    which `schedule_callbacks` returns). The current value is a non-trainable
+    variable that the callback assigns, so the train step is traced once.
 
     Example:
 
@@ -102,7 +124,8 @@ class GumbelSoftmaxMixing(MixingRule):
         super().__init__(**kwargs)
         self.hard = bool(hard)
         self.seed = seed
-        self.initial_temperature = float(temperature)
+        self.schedule = temperature_schedule(temperature)
+        self.initial_temperature = self.schedule["initial"]
         self.temperature = self.add_weight(
             shape=(), name="temperature", trainable=False,
             initializer=keras.initializers.Constant(self.initial_temperature))
@@ -117,29 +140,117 @@ class GumbelSoftmaxMixing(MixingRule):
         one_hot = ops.one_hot(ops.argmax(soft), ops.shape(soft)[0], dtype=soft.dtype)
         return soft + ops.stop_gradient(one_hot - soft)
 
+    def schedule_callbacks(self, start_epoch=0):
+        return [TemperatureAnnealing(**self.schedule, start_epoch=start_epoch, rules=[self])]
+
+    def logged_values(self):
+        return {"temperature": self.temperature}
+
     def get_config(self):
-        return {**super().get_config(), "temperature": self.initial_temperature,
-                "hard": self.hard, "seed": self.seed}
+        return {**super().get_config(), "temperature": self.schedule, "hard": self.hard,
+                "seed": self.seed}
 
 
-def get(identifier, temperature=5.0, seed=None):
-    """Builds a rule from a name: `softmax` (DARTS), `gumbel` (GRUNAS, SNAS), `gumbel_hard`
-    (GDAS), `binary` and `binary_two` (ProxylessNAS binary gates, one or two paths).
+def temperature_schedule(temperature):
+    """`{"initial", "rate", "minimum"}` from a number or a partial schedule, checked."""
+    if isinstance(temperature, bool):
+        raise ConfigError(f"temperature must be a number or a schedule, got {temperature!r}.")
+    if isinstance(temperature, (int, float)):
+        temperature = {"initial": temperature}
+    if not isinstance(temperature, dict):
+        raise ConfigError("temperature must be a number or an object {initial, rate, minimum}, "
+                          f"got {temperature!r}.")
+    unknown = sorted(set(temperature) - {"initial", "rate", "minimum"})
+    if unknown:
+        raise ConfigError(f"Unknown temperature keys {unknown}; a schedule takes initial, rate "
+                          "and minimum.")
+    schedule = {"initial": 5.0, "rate": "code", "minimum": 0.0, **temperature}
+    initial, rate, minimum = schedule["initial"], schedule["rate"], schedule["minimum"]
+    if isinstance(initial, bool) or not isinstance(initial, (int, float)) or \
+            not math.isfinite(initial) or initial <= 0:
+        raise ConfigError(f"temperature.initial must be a positive number (the Gumbel "
+                          f"temperature divides the logits; GRUNAS: 5.0), got {initial!r}.")
+    if not (rate in TEMPERATURE_RATES or (
+            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate <= 1)):
+        raise ConfigError(f"temperature.rate must be 'code' (exp(-0.045) per epoch), 'paper' "
+                          f"(exp(-0.645)) or a number in (0, 1], got {rate!r}.")
+    if isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or \
+            not 0 <= minimum < initial:
+        raise ConfigError(f"temperature.minimum must be at least 0 and below temperature."
+                          f"initial ({initial}), got {minimum!r}.")
+    return {"initial": float(initial), "rate": rate if isinstance(rate, str) else float(rate),
+            "minimum": float(minimum)}
 
-    `temperature` applies to the Gumbel rules only; `seed` to the sampling rules.
+
+class TemperatureAnnealing(keras.callbacks.Callback):
+    """Sets the Gumbel temperature to `initial * rate ** max(0, epoch - start_epoch)`.
+
+    `rate` is a number or `"code"` (exp(-0.045) per epoch, the GRUNAS reference
+    code, the default) or `"paper"` (exp(-0.645), as the paper states). The
+    reference keeps T fixed during the weight-only warm-up: pass
+    `start_epoch=warmup_epochs`. The value depends only on the epoch, so a
+    resumed run continues the schedule. It sets the `temperature` of `rules`
+    (default: the model's `mixing_rules` that have one).
+
+    Example:
+
+    >>> cb = TemperatureAnnealing(initial=5.0, rate="paper")
+    >>> round(cb.value(2), 4)
+    1.3764
     """
-    from tfnas.layers.binary_gate import BinaryGateMixing  # pylint: disable=import-outside-toplevel
 
+    def __init__(self, initial=5.0, rate="code", start_epoch=0, minimum=0.0, rules=None):
+        super().__init__()
+        if isinstance(rate, str):
+            if rate not in TEMPERATURE_RATES:
+                raise ValueError(f"Unknown temperature rate {rate!r}; use a number or one of "
+                                 f"{sorted(TEMPERATURE_RATES)}.")
+            rate = TEMPERATURE_RATES[rate]
+        self.initial, self.rate = float(initial), float(rate)
+        self.start_epoch, self.minimum = int(start_epoch), float(minimum)
+        self.rules = rules
+
+    def value(self, epoch):
+        return max(self.minimum, self.initial * self.rate ** max(0, epoch - self.start_epoch))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rules = self.rules or [r for r in getattr(self.model, "mixing_rules", [])
+                               if hasattr(r, "temperature")]
+        if not rules:
+            raise ValueError("TemperatureAnnealing: the model has no rule with a temperature.")
+        for rule in rules:
+            rule.temperature.assign(self.value(epoch))
+
+
+@RULES.register("softmax")
+def _softmax(seed=None):
+    del seed  # deterministic
+    return SoftmaxMixing(name="mixing")
+
+
+@RULES.register("gumbel")
+def _gumbel(temperature=5.0, seed=None):
+    return GumbelSoftmaxMixing(temperature, hard=False, seed=seed, name="mixing")
+
+
+@RULES.register("gumbel_hard")
+def _gumbel_hard(temperature=5.0, seed=None):
+    return GumbelSoftmaxMixing(temperature, hard=True, seed=seed, name="mixing")
+
+
+def get(identifier, seed=None):
+    """Builds a rule from a name or `{"type": name, **arguments}`: `softmax` (DARTS),
+    `gumbel` (GRUNAS, SNAS) and `gumbel_hard` (GDAS) with a `temperature` schedule,
+    `binary` and `binary_two` (ProxylessNAS binary gates, one or two paths).
+
+    `seed` seeds the sampling rules. A `MixingRule` is returned as it is.
+
+    Example:
+
+    >>> get({"type": "gumbel", "temperature": {"initial": 2.0, "rate": "paper"}}).schedule
+    {'initial': 2.0, 'rate': 'paper', 'minimum': 0.0}
+    """
     if isinstance(identifier, MixingRule):
         return identifier
-    rules = {
-        "softmax": lambda: SoftmaxMixing(name="mixing"),
-        "gumbel": lambda: GumbelSoftmaxMixing(temperature, hard=False, seed=seed, name="mixing"),
-        "gumbel_hard": lambda: GumbelSoftmaxMixing(temperature, hard=True, seed=seed,
-                                                   name="mixing"),
-        "binary": lambda: BinaryGateMixing(paths=1, seed=seed, name="mixing"),
-        "binary_two": lambda: BinaryGateMixing(paths=2, seed=seed, name="mixing"),
-    }
-    if identifier not in rules:
-        raise ValueError(f"Unknown mixing rule {identifier!r}; choose one of {sorted(rules)}.")
-    return rules[identifier]()
+    import tfnas.layers.binary_gate  # noqa: F401  pylint: disable=import-outside-toplevel
+    return RULES.get(identifier, seed=seed)

@@ -6,7 +6,9 @@ import re
 import pytest
 
 from tfnas.config import DEFAULTS, ConfigError, apply_override, load_config
-from tfnas.pipeline import make_optimizer
+from tfnas.errors import TfnasError
+from tfnas.methods import method_class
+from tfnas.optimizers import make_optimizer
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.json")))
 
@@ -51,7 +53,7 @@ def test_overrides_parse_json_values_and_reach_open_sections():
     assert config["data"]["dataset"] == "cifar100"
     assert config["search"]["penalty"] == {"type": "product", "beta": 1.0}
     assert config["space"]["config"] == {"candidates": [1, 2]}
-    assert DEFAULTS["search"]["epochs"] == 100  # defaults are not mutated
+    assert method_class("differentiable").defaults["epochs"] == 100  # defaults not mutated
     assert apply_override(load_config(), "search.penalty.beta=2")["search"]["penalty"][
         "beta"] == 2
 
@@ -84,10 +86,10 @@ def test_bad_values_are_rejected(override, message):
     ("data.augment=yes", "data.augment: 'yes' is not of type 'boolean'"),
     ("search.epochs=true", "search.epochs: True is not of type 'integer'"),
     ("search.warmup_epochs=100", "search.warmup_epochs (100) must be less than search.epochs"),
-    ("search.temperature.initial=0", "search.temperature.initial: 0 is less than or equal to "
-                                     "the minimum of 0; the Gumbel temperature divides"),
-    ("search.temperature.initial=-1", "search.temperature.initial"),
-    ("search.temperature.rate=fast", "search.temperature.rate: 'fast' is not valid"),
+    ("search.temperature.initial=1", "The temperature belongs to the mixing rule now"),
+    ("search.method=evolution", "search.method: Unknown search method 'evolution'; choose "
+                                "one of ['differentiable'"),
+    ("search.epoch=3", "Did you mean 'search.epochs'?"),
     ("export.formats=tflite_int8", "export.formats: 'tflite_int8' is not of type 'array'; a "
                                    "JSON list"),
     ("name=../../x", "name: '../../x' does not match"),
@@ -116,8 +118,8 @@ def test_a_config_that_is_not_an_object_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize("penalty,message", [
     ({"type": "threshold", "beta": "abc"}, "takes finite numbers; got {'beta': 'abc'}"),
-    ({"type": "threshold", "gamma": 1}, "Bad arguments for the 'threshold' penalty"),
-    ({"type": "lagrange"}, "Unknown penalty type 'lagrange'"),
+    ({"type": "threshold", "gamma": 1}, "Bad arguments for the penalty 'threshold'"),
+    ({"type": "lagrange"}, "Unknown penalty 'lagrange'; choose one of ['add_linear'"),
     ({"type": "product", "reference": -1}, "reference must be positive"),
 ])
 def test_bad_penalties_are_config_errors(penalty, message):
@@ -141,20 +143,49 @@ def test_optimizer_factory_errors_name_the_problem():
     assert make_optimizer({"name": "sgd", "learning_rate": 0.1, "momentum": 0.9}, 10)
     with pytest.raises(ValueError, match="Unknown optimizer 'lamb'"):
         make_optimizer({"name": "lamb", "learning_rate": 0.1}, 10)
-    with pytest.raises(ValueError, match="Bad arguments for optimizer 'sgd'"):
+    with pytest.raises(ValueError, match="Bad arguments for the optimizer 'sgd'"):
         make_optimizer({"name": "sgd", "learning_rate": 0.1, "betas": 0.9}, 10)
 
 
 @pytest.mark.parametrize("override, message", [
-    ('search.cost={"type": "latency"}', "missing ['table']"),
-    ('search.cost={"type": "macs", "table": "t.json"}', "unknown ['table']"),
-    ('search.cost={"type": "flops"}', "search.cost.type must be one of"),
-    ("search.mixing=binary_three", "search.mixing: 'binary_three' is not one of"),
     ("search.convergence.patience=-1", "patience: -1 is less than the minimum of 0"),
     ("search.convergence.entropy_threshold=2", "entropy_threshold: 2 is greater than the "
                                                "maximum of 1"),
+    ("search.cost=3", "search.cost: 3 is not of type 'string', 'object'"),
 ])
-def test_search_cost_mixing_and_convergence_are_validated(override, message):
+def test_search_convergence_is_validated(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ('search.cost={"type": "latency"}', "search.cost: Bad arguments for the cost 'latency'"),
+    ('search.cost={"type": "latency", "table": "missing.json"}',
+     "Cannot read latency table missing.json"),
+    ('search.cost={"type": "macs", "table": "t.json"}', "Bad arguments for the cost 'macs': "
+                                                        "got an unexpected keyword argument "
+                                                        "'table'"),
+    ('search.cost={"type": "flops"}', "search.cost: Unknown cost 'flops'; choose one of "
+                                      "['latency', 'macs', 'parameters']"),
+    ("search.mixing=binary_three", "search.mixing: Unknown mixing rule 'binary_three'; "
+                                   "choose one of"),
+    ('search.mixing={"type": "gumbel", "temperature": {"initial": 0}}',
+     "search.mixing: temperature.initial must be a positive number"),
+    ('search.mixing={"type": "gumbel", "temperature": {"rate": "fast"}}',
+     "temperature.rate must be 'code'"),
+    ('search.mixing={"type": "gumbel", "temperature": {"initial": 1, "minimum": 2}}',
+     "temperature.minimum must be at least 0 and below temperature.initial (1)"),
+    ('search.mixing={"type": "binary", "temperature": 1}', "unexpected keyword argument"),
+    ('search.penalty={"type": "product", "reference": -1}', "search.penalty: Bad arguments"),
+    ('search.arch_optimizer={"name": "lamb", "learning_rate": 0.1}',
+     "search.arch_optimizer: Unknown optimizer 'lamb'"),
+])
+def test_the_method_checks_what_its_section_builds_before_a_run(override, message):
+    from tfnas import pipeline  # pylint: disable=import-outside-toplevel
+
+    config = load_config(None, [override, "data.limit=64"])
+    with pytest.raises(TfnasError) as err:
+        pipeline.prepare(config)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)

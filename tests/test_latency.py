@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_SPACE
-from tfnas.deploy.latency import (OVERHEAD, LatencyCost, LatencyTableError, build_table,
+from tfnas.costs import LatencyCost
+from tfnas.deploy.latency import (OVERHEAD, LatencyTableError, build_table,
                                   calibrate_table, load_table, predict, save_table)
 from tfnas.penalties import ProductPenalty
 from tfnas.search_model import SearchModel

@@ -19,8 +19,7 @@ probabilities. `tfnas.build_model` turns any valid document into a Keras model.
 import json
 import os
 
-import numpy as np
-
+from tfnas.costs import count_parameters  # noqa: F401  (the one counter; re-exported)
 from tfnas.errors import TfnasError
 from tfnas.spaces import SearchSpaceError, get_space
 
@@ -161,19 +160,17 @@ class Architecture:
 
 
 def derive(supernet, space, metadata=None):
-    """Argmax of the architecture logits of every block of `supernet`."""
-    from tfnas.costs import mixed_ops  # pylint: disable=import-outside-toplevel
+    """The architecture `space.derive` makes of the probabilities of `supernet`'s blocks."""
+    from tfnas.layers.mixed_op import distributions  # pylint: disable=import-outside-toplevel
 
-    choices, probabilities = {}, {}
-    for op in mixed_ops(supernet):
-        probs = np.asarray(op.probabilities(), dtype="float64")
-        choices[op.name] = op.choices[int(np.argmax(probs))]
-        probabilities[op.name] = [round(float(p), 6) for p in probs]
+    probabilities = {b: [round(float(p), 6) for p in probs]
+                     for b, (_, probs) in distributions(supernet).items()}
+    return from_choices(space, space.derive(probabilities), probabilities, metadata)
+
+
+def from_choices(space, choices, probabilities=None, metadata=None):
+    """The document of one architecture of `space`, with its parameter count."""
     arch = Architecture(space.name, space.config, choices, probabilities,
                         metadata=metadata).validate()
     arch.parameters = count_parameters(space.build_model(arch.choices))
     return arch
-
-
-def count_parameters(model):
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))

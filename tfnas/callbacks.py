@@ -1,16 +1,14 @@
 """Callbacks of the search: schedules and the architecture trajectory."""
 
 import csv
-import math
 import os
 
 import keras
 import numpy as np
 
-from tfnas.layers import GumbelSoftmaxMixing
-
-# Per-epoch multipliers of the Gumbel temperature.
-TEMPERATURE_RATES = {"code": math.exp(-0.045), "paper": math.exp(-0.645)}
+from tfnas.layers.mixed_op import distributions
+# The Gumbel rule owns its schedule; re-exported for existing imports.
+from tfnas.layers.mixing import TEMPERATURE_RATES, TemperatureAnnealing  # noqa: F401
 
 
 class ArchitectureWarmup(keras.callbacks.Callback):
@@ -22,45 +20,6 @@ class ArchitectureWarmup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.arch_updates_enabled.assign(epoch >= self.epochs)
-
-
-class TemperatureAnnealing(keras.callbacks.Callback):
-    """Sets the Gumbel temperature to `initial * rate ** max(0, epoch - start_epoch)`.
-
-    `rate` is a number or `"code"` (exp(-0.045) per epoch, the GRUNAS reference
-    code, the default) or `"paper"` (exp(-0.645), as the paper states). The
-    reference keeps T fixed during the weight-only warm-up: pass
-    `start_epoch=warmup_epochs`. The value depends only on the epoch, so a
-    resumed run continues the schedule.
-
-    Example:
-
-    >>> cb = TemperatureAnnealing(initial=5.0, rate="paper")
-    >>> round(cb.value(2), 4)
-    1.3764
-    """
-
-    def __init__(self, initial=5.0, rate="code", start_epoch=0, minimum=0.0):
-        super().__init__()
-        self.initial = float(initial)
-        if isinstance(rate, str):
-            if rate not in TEMPERATURE_RATES:
-                raise ValueError(f"Unknown temperature rate {rate!r}; use a number or one of "
-                                 f"{sorted(TEMPERATURE_RATES)}.")
-            rate = TEMPERATURE_RATES[rate]
-        self.rate = float(rate)
-        self.start_epoch = int(start_epoch)
-        self.minimum = float(minimum)
-
-    def value(self, epoch):
-        return max(self.minimum, self.initial * self.rate ** max(0, epoch - self.start_epoch))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        rules = [r for r in self.model.mixing_rules if isinstance(r, GumbelSoftmaxMixing)]
-        if not rules:
-            raise ValueError("TemperatureAnnealing: the model has no Gumbel mixing rule.")
-        for rule in rules:
-            rule.temperature.assign(self.value(epoch))
 
 
 class ArchitectureLogger(keras.callbacks.Callback):
@@ -106,10 +65,9 @@ class ArchitectureLogger(keras.callbacks.Callback):
                                                                       "tensorboard"))
 
     def on_epoch_end(self, epoch, logs=None):
-        rows = []
-        for op in self.model.mixed_ops:
-            probs = keras.ops.convert_to_numpy(op.probabilities())
-            rows += [[epoch + 1, op.name, c, float(p)] for c, p in zip(op.choices, probs)]
+        rows = [[epoch + 1, block, c, float(p)]
+                for block, (labels, probs) in distributions(self.model.mixed_ops).items()
+                for c, p in zip(labels, probs)]
         with open(self.csv_path, "a", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)
         if self._writer is not None:
@@ -126,8 +84,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.plot:
-            plot_final_choices({op.name: (op.choices, keras.ops.convert_to_numpy(
-                op.probabilities())) for op in self.model.mixed_ops}, self.final_png_path)
+            plot_final_choices(distributions(self.model.mixed_ops), self.final_png_path)
 
 
 def normalized_entropy(probabilities):
@@ -189,9 +146,8 @@ class ConvergenceStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         choices, entropies = {}, []
-        for op in self.model.mixed_ops:
-            p = keras.ops.convert_to_numpy(op.probabilities())
-            choices[op.name] = op.choices[int(np.argmax(p))]
+        for block, (labels, p) in distributions(self.model.mixed_ops).items():
+            choices[block] = labels[int(np.argmax(p))]
             entropies.append(normalized_entropy(p))
         entropy = float(np.mean(entropies))
         self.history.append(choices)

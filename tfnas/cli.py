@@ -217,11 +217,11 @@ def _main(command):
         prepared = pipeline.prepare(config)
         if architecture is not None:
             pipeline.check_architecture(architecture, prepared)
-    supernet = None
+    searched = None
     if command == "train" and FLAGS.inherit_from:
         if not config["train"]["inherit"]:
             raise UsageError("--inherit_from given but train.inherit is false.")
-        supernet = pipeline.load_supernet(FLAGS.inherit_from, config)
+        searched = pipeline.load_search(FLAGS.inherit_from, config, prepared)
 
     run = RunDirectory(FLAGS.run_dir or default_path(config["name"], command),
                        overwrite=FLAGS.overwrite, resume=FLAGS.resume,
@@ -235,7 +235,7 @@ def _main(command):
     elif command == "train":
         if not os.path.exists(run.file("architecture.json")):
             architecture.save(run.file("architecture.json"))
-        _, result = pipeline.train(config, run, architecture, supernet=supernet,
+        _, result = pipeline.train(config, run, architecture, searched=searched,
                                    verbose=verbose, prepared=prepared)
         run.write_json("summary.json", result)
         print(f"test accuracy {result['test_accuracy']:.4f} -> {result['keras_model']}")

@@ -1,9 +1,9 @@
 """Run configuration: JSON recipes with defaults, validation and dotted overrides.
 
 A recipe (see `configs/`) is a JSON object whose keys are a subset of
-`DEFAULTS`; unknown keys are an error. Sections in `OPEN_SECTIONS` are passed
-to a constructor that validates them (penalties, optimizers, the search
-space's own configuration): a recipe replaces them whole, while a dotted
+`DEFAULTS`; unknown keys are an error. Sections in `OPEN_SECTIONS` are checked
+by what they configure: the search method's own schema (`search`), the space's
+configuration, the optimizer. A recipe replaces them whole, while a dotted
 override (`search.penalty.beta=1.0`) changes one key.
 """
 
@@ -12,7 +12,8 @@ import difflib
 import json
 import math
 
-from tfnas.errors import TfnasError
+from tfnas import schema
+from tfnas.errors import ConfigError  # noqa: F401  (raised by every config check)
 
 DEFAULTS = {
     "name": "run",
@@ -28,25 +29,9 @@ DEFAULTS = {
         "limit": None,          # use at most this many examples per split (quick runs)
     },
     "space": {"name": "grunas", "config": {}},
-    "search": {
-        "epochs": 100,
-        "warmup_epochs": 20,
-        "alternation": "epoch",  # "epoch" (GRUNAS reference) or "step" (DARTS)
-        "arch_every": 1,         # "step": weight steps per architecture step (ProxylessNAS code: 5)
-        "mixing": "gumbel",      # "gumbel", "gumbel_hard", "softmax", "binary", "binary_two"
-        "temperature": {"initial": 5.0, "rate": "code", "minimum": 0.0},
-        "penalty": {"type": "threshold", "beta": 0.8, "threshold": 10 ** 5.5},
-        # what the penalty weighs: "parameters", "macs", or "latency" with "table": a
-        # latency table (tfnas latency-table) of this space, and "unit": "ms" or "us"
-        "cost": {"type": "parameters"},
-        # stop when the argmax architecture is unchanged for `patience` epochs and the mean
-        # normalized entropy is below `entropy_threshold`; patience 0 turns it off
-        "convergence": {"patience": 0, "entropy_threshold": 0.5},
-        "plot_blocks": None,     # blocks drawn alone in logs/architecture_blocks.png
-        "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
-                      "weight_decay": 1e-4, "schedule": "cosine"},
-        "arch_optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 5e-4},
-    },
+    # the search method's section: "method" names it, the method's own keys and defaults
+    # fill the rest (see tfnas.methods; `tfnas.methods.method_class(name).defaults`)
+    "search": {"method": "differentiable"},
     "train": {
         "epochs": 200,
         "inherit": True,         # start from the supernet's weights of the chosen ops
@@ -64,15 +49,7 @@ DEFAULTS = {
                "qat_learning_rate": 3e-4},
 }
 
-OPEN_SECTIONS = {"space.config", "search.penalty", "search.cost", "search.optimizer",
-                 "search.arch_optimizer", "train.optimizer"}
-
-
-MIXING_RULES = ("gumbel", "gumbel_hard", "softmax", "binary", "binary_two")
-
-
-class ConfigError(TfnasError, ValueError):
-    """A configuration key or value is not valid."""
+OPEN_SECTIONS = {"space.config", "search", "train.optimizer"}
 
 
 def _check_keys(given, defaults, prefix):
@@ -126,6 +103,11 @@ def parse_override(text):
 
 def apply_override(config, text):
     path, value = parse_override(text)
+    if path == ["search", "method"]:
+        # Another method has other keys: its section starts from its own defaults.
+        from tfnas.methods import fill_section  # pylint: disable=import-outside-toplevel
+
+        return {**config, "search": fill_section({"method": value})}
     for depth in range(len(path)):
         if ".".join(path[:depth + 1]) in OPEN_SECTIONS and depth + 1 < len(path):
             section = config
@@ -158,34 +140,18 @@ def load_config(path=None, overrides=()):
                               f"data, space, search, train, export), got a JSON "
                               f"{type(recipe).__name__}.")
         config = merge(config, recipe)
+    from tfnas.methods import fill_section  # pylint: disable=import-outside-toplevel
+
+    # Defaults first, so that an override changes one key of them (search.penalty.beta=1).
+    config["search"] = fill_section(config["search"])
     for text in overrides:
         config = apply_override(config, text)
     validate(config)
     return config
 
 
-def _integer(minimum=None, nullable=False):
-    spec = {"type": ["integer", "null"] if nullable else "integer"}
-    if minimum is not None:
-        spec["minimum"] = minimum
-    return spec
-
-
-def _number(exclusive_minimum=None, maximum=None, exclusive_maximum=None):
-    spec = {"type": "number"}
-    for key, value in (("exclusiveMinimum", exclusive_minimum), ("maximum", maximum),
-                       ("exclusiveMaximum", exclusive_maximum)):
-        if value is not None:
-            spec[key] = value
-    return spec
-
-
-def _object(properties):
-    return {"type": "object", "properties": properties}
-
-
-_BOOLEAN = {"type": "boolean"}
-_OPEN = {"type": "object"}
+_integer, _number, _object = schema.integer, schema.number, schema.obj
+_BOOLEAN, _OPEN = schema.BOOLEAN, schema.OPEN
 EXPORT_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                   "tflite_int8", "tflite_int8_qat"]
 
@@ -204,26 +170,7 @@ SCHEMA = _object({
         "limit": _integer(1, nullable=True),
     }),
     "space": _object({"name": {"type": "string"}, "config": _OPEN}),
-    "search": _object({
-        "epochs": _integer(1),
-        "warmup_epochs": _integer(0),
-        "alternation": {"enum": ["epoch", "step"]},
-        "arch_every": _integer(1),
-        "mixing": {"enum": list(MIXING_RULES)},
-        "temperature": _object({
-            "initial": _number(exclusive_minimum=0),
-            "rate": {"anyOf": [{"enum": ["code", "paper"]},
-                               _number(exclusive_minimum=0, maximum=1)]},
-            "minimum": {"type": "number", "minimum": 0},
-        }),
-        "penalty": _OPEN,
-        "cost": _OPEN,
-        "convergence": _object({"patience": _integer(0),
-                                "entropy_threshold": _number(exclusive_minimum=0, maximum=1)}),
-        "plot_blocks": {"type": ["array", "null"], "items": {"type": "string"}},
-        "optimizer": _OPEN,
-        "arch_optimizer": _OPEN,
-    }),
+    "search": _OPEN,
     "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN}),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
@@ -241,11 +188,6 @@ HINTS = {
     "data.limit": "a positive count, or null for no limit",
     "data.val_fraction": "the share of the training split kept for architecture steps, "
                          "strictly between 0 and 1",
-    "search.epochs": "a search needs at least one epoch",
-    "search.temperature.initial": "the Gumbel temperature divides the logits: use a "
-                                  "positive number (GRUNAS: 5.0)",
-    "search.temperature.rate": "'code' (exp(-0.045) per epoch), 'paper' (exp(-0.645)) or a "
-                               "number in (0, 1]",
     "export.formats": f"a JSON list, e.g. [\"tflite_int8\"], of {EXPORT_FORMATS}",
 }
 
@@ -258,8 +200,10 @@ def validate(config):
     """Checks every closed key against `SCHEMA` and the keys that depend on each other.
 
     Raises `ConfigError` naming the first bad key, its value and what it takes.
-    Open sections (penalty, optimizers, cost, the space's config) are checked
-    by the objects they configure (`tfnas.pipeline.prepare`).
+    The `search` section is completed with its method's defaults and checked
+    against the method's schema. Other open sections (optimizers, the space's
+    config, what the method builds) are checked by the objects they configure
+    (`tfnas.pipeline.prepare`).
     """
     import jsonschema  # pylint: disable=import-outside-toplevel
 
@@ -277,36 +221,16 @@ def validate(config):
         if err.validator == "enum":
             message = f"{err.instance!r} is not one of {err.validator_value}"
         raise ConfigError(f"{key}: {message}" + (f"; {hint}." if hint else "."))
-    search, data = config["search"], config["data"]
-    if search["warmup_epochs"] >= search["epochs"]:
-        raise ConfigError(
-            f"search.warmup_epochs ({search['warmup_epochs']}) must be less than search.epochs "
-            f"({search['epochs']}): otherwise no architecture step ever runs.")
-    t = search["temperature"]
-    if search["mixing"].startswith("gumbel") and t["minimum"] >= t["initial"]:
-        raise ConfigError(f"search.temperature.minimum ({t['minimum']}) must be below "
-                          f"search.temperature.initial ({t['initial']}).")
+    data = config["data"]
     if data["dataset"] == "bundled" and data["data_dir"] is not None:
         raise ConfigError("data.data_dir is for tfds datasets; the bundled set ships with "
                           "tfnas. Remove data.data_dir or name a tfds dataset.")
-    cost = search["cost"]
-    kinds = {"parameters": set(), "macs": set(), "latency": {"table"}}
-    optional = {"latency": {"unit"}}
-    if cost.get("type") not in kinds:
-        raise ConfigError(f"search.cost.type must be one of {sorted(kinds)}, got "
-                          f"{cost.get('type')!r}.")
-    extra = set(cost) - {"type"} - kinds[cost["type"]] - optional.get(cost["type"], set())
-    missing = kinds[cost["type"]] - set(cost)
-    if extra or missing:
-        raise ConfigError(f"search.cost of type {cost['type']!r} takes "
-                          f"{sorted(kinds[cost['type']]) or 'no other keys'}"
-                          + (f"; unknown {sorted(extra)}" if extra else "")
-                          + (f"; missing {sorted(missing)}" if missing else "") + ".")
-    for section in ("search.optimizer", "search.arch_optimizer", "train.optimizer"):
-        a, b = section.split(".")
-        value = config[a][b].get("learning_rate")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{section}.learning_rate must be a positive number, got "
-                              f"{value!r}.")
+    value = config["train"]["optimizer"].get("learning_rate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"train.optimizer.learning_rate must be a positive number, got "
+                          f"{value!r}.")
+    from tfnas.methods import fill_section  # pylint: disable=import-outside-toplevel
+
+    config["search"] = fill_section(config["search"])
     return config

@@ -3,16 +3,16 @@
 import numpy as np
 from keras import ops
 
-from tfnas.layers import MixedOp
+from tfnas.layers.mixed_op import mixed_ops
+from tfnas.registry import Registry
+
+COSTS = Registry("cost")
 
 
-def mixed_ops(model):
-    """The `MixedOp` layers of `model`, in graph order."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, MixedOp)]
-
-
-def count_trainable(variables):
+def count_parameters(model_or_variables):
+    """Trainable parameters of a model or layer (or of a list of variables): the one
+    parameter counter of tfnas."""
+    variables = getattr(model_or_variables, "trainable_variables", model_or_variables)
     return int(sum(np.prod(v.shape) for v in variables))
 
 
@@ -26,9 +26,11 @@ class Cost:
 
     unit = ""
 
-    def __init__(self, fixed, tables):
+    def __init__(self, fixed, tables, labels=None):
         self.fixed = float(fixed)
         self.tables = {name: [float(v) for v in table] for name, table in tables.items()}
+        # The choice of each table entry, to cost architectures given as {block: choice}.
+        self.labels = labels
         self._tensors = {name: ops.convert_to_tensor(np.asarray(t, "float32"))
                          for name, t in self.tables.items()}
 
@@ -41,9 +43,14 @@ class Cost:
             total = total + ops.sum(ops.cast(mixing_weights[name], "float32") * table)
         return total
 
-    def of_choices(self, indices):
-        """The cost of one architecture given as `{block: candidate index}`."""
-        return self.fixed + sum(self.tables[b][i] for b, i in indices.items())
+    def of_choices(self, choices):
+        """The cost of one architecture `{block: choice}`: the one way to cost an
+        architecture (a latency prediction, a parameter or MAC count)."""
+        if self.labels is None:
+            raise ValueError("This cost has no choice labels; build it with from_space, "
+                             "from_supernet or from_table.")
+        return self.fixed + sum(self.tables[b][self.labels[b].index(choices[b])]
+                                for b in self.tables)
 
 
 class ParameterCost(Cost):
@@ -62,11 +69,11 @@ class ParameterCost(Cost):
     @classmethod
     def from_supernet(cls, supernet):
         ops_ = mixed_ops(supernet)
-        tables = {op.name: [count_trainable(c.trainable_variables) for c in op.candidates]
-                  for op in ops_}
+        tables = {op.name: [count_parameters(c) for c in op.candidates] for op in ops_}
         in_ops = {id(v) for op in ops_ for v in op.trainable_variables}
-        fixed = count_trainable(v for v in supernet.trainable_variables if id(v) not in in_ops)
-        return cls(fixed, tables)
+        fixed = count_parameters([v for v in supernet.trainable_variables
+                                  if id(v) not in in_ops])
+        return cls(fixed, tables, {op.name: list(op.choices) for op in ops_})
 
 
 class MacsCost(Cost):
@@ -106,4 +113,55 @@ class MacsCost(Cost):
                 elif i < counts[block]:
                     tables[block][i] += layer_macs(layer)
             fixed = rest
-        return cls(fixed, tables)
+        return cls(fixed, tables, {b: space.candidates(b) for b in blocks})
+
+
+class LatencyCost(Cost):
+    """Expected latency under the mixing weights, from a latency table
+    (`tfnas.deploy.latency`): predicted(arch) = `of_choices(arch)`.
+
+    Example: `SearchModel(supernet, cost=LatencyCost.from_table(table, space, supernet))`.
+    """
+
+    unit = "ms"
+    UNITS = {"ms": 1.0, "us": 1000.0}
+
+    @classmethod
+    def from_table(cls, table, space, supernet=None, unit="ms"):
+        """`unit="us"` gives microseconds: `mul#log` needs costs above 1."""
+        from tfnas.deploy import latency  # pylint: disable=import-outside-toplevel
+
+        if unit not in cls.UNITS:
+            raise latency.LatencyTableError(f"Unknown latency unit {unit!r}; use 'ms' or "
+                                            "'us'.")
+        table = latency.load_table(table)
+        factor = cls.UNITS[unit]
+        fixed, blocks = space.latency_ops()
+        tables = {block: [factor * latency.op_ms(table, s) for s, _ in candidates]
+                  for block, candidates in blocks.items()}
+        if supernet is not None:
+            names = {op.name for op in mixed_ops(supernet)}
+            if names != set(tables):
+                raise latency.LatencyTableError(f"The supernet's blocks {sorted(names)} are "
+                                                f"not the space's {sorted(tables)}.")
+        cost = cls(factor * latency.fixed_ms(table, fixed), tables,
+                   {b: space.candidates(b) for b in blocks})
+        cost.unit = unit
+        return cost
+
+
+# What `search.cost` names. A search builds its cost with the space and the supernet.
+@COSTS.register("parameters")
+def _parameters(space, supernet=None):
+    return ParameterCost.from_supernet(supernet or space.build_supernet("softmax"))
+
+
+@COSTS.register("macs")
+def _macs(space, supernet=None):
+    del supernet
+    return MacsCost.from_space(space)
+
+
+@COSTS.register("latency")
+def _latency(table, space, supernet=None, unit="ms"):
+    return LatencyCost.from_table(table, space, supernet, unit=unit)

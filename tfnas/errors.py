@@ -17,3 +17,7 @@ class TfnasError(Exception):
 
 class UsageError(TfnasError):
     """The command line was given a missing, extra or conflicting flag."""
+
+
+class ConfigError(TfnasError, ValueError):
+    """A configuration key or value is not valid."""

@@ -10,9 +10,13 @@ import math
 
 from keras import ops
 
-from tfnas.config import ConfigError
+from tfnas.errors import ConfigError
+from tfnas.registry import Registry
+
+PENALTIES = Registry("penalty")
 
 
+@PENALTIES.register("none")
 class Penalty:
     """No penalty: the loss is the cross-entropy."""
 
@@ -29,6 +33,7 @@ class Penalty:
         return {"type": self.name}
 
 
+@PENALTIES.register("product")
 class ProductPenalty(Penalty):
     """GRUNAS paper, eq. (3): loss = CE * (P / reference) ** beta.
 
@@ -58,6 +63,7 @@ class ProductPenalty(Penalty):
         return {"type": self.name, "beta": self.beta, "reference": self.reference}
 
 
+@PENALTIES.register("threshold")
 class ThresholdProductPenalty(Penalty):
     """GRUNAS reference code: loss = CE * (max(P, P0) / P0) ** beta.
 
@@ -85,6 +91,7 @@ class ThresholdProductPenalty(Penalty):
         return {"type": self.name, "beta": self.beta, "threshold": self.threshold}
 
 
+@PENALTIES.register("mul_log", aliases=["mul#log"])
 class LogProductPenalty(Penalty):
     """ProxylessNAS "mul#log": loss = alpha * CE * (log E[cost] / log reference) ** beta.
 
@@ -118,6 +125,7 @@ class LogProductPenalty(Penalty):
                 "beta": self.beta}
 
 
+@PENALTIES.register("add_linear", aliases=["add#linear"])
 class LinearAddPenalty(Penalty):
     """ProxylessNAS "add#linear": loss = CE + lam * (E[cost] - reference) / reference.
 
@@ -144,30 +152,19 @@ class LinearAddPenalty(Penalty):
         return {"type": self.name, "reference": self.reference, "lam": self.lam}
 
 
-PENALTIES = {cls.name: cls for cls in (Penalty, ProductPenalty, ThresholdProductPenalty,
-                                       LogProductPenalty, LinearAddPenalty)}
-# The official ProxylessNAS names.
-ALIASES = {"mul#log": "mul_log", "add#linear": "add_linear"}
-
-
 def get(config):
-    """Builds a penalty from `{"type": ..., **arguments}`, a name, or returns a `Penalty`."""
+    """Builds a penalty from `{"type": ..., **arguments}`, a name, or returns a `Penalty`.
+
+    The official ProxylessNAS names `mul#log` and `add#linear` are aliases.
+    """
     if isinstance(config, Penalty):
         return config
     if config is None:
         return Penalty()
-    config = {"type": config} if isinstance(config, str) else dict(config)
-    kind = config.pop("type", "none")
-    kind = ALIASES.get(kind, kind)
-    if kind not in PENALTIES:
-        raise ConfigError(f"Unknown penalty type {kind!r}; choose one of "
-                          f"{sorted(PENALTIES) + sorted(ALIASES)}.")
-    bad = {k: v for k, v in config.items()
-           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
-    if bad:
-        raise ConfigError(f"The {kind!r} penalty takes finite numbers; got {bad}.")
-    try:
-        return PENALTIES[kind](**config)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"Bad arguments for the {kind!r} penalty: {err}") from None
-
+    if isinstance(config, dict):
+        bad = {k: v for k, v in config.items() if k != "type" and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v))}
+        if bad:
+            raise ConfigError(f"The {config.get('type')!r} penalty takes finite numbers; got "
+                              f"{bad}.")
+    return PENALTIES.get(config)

@@ -12,50 +12,28 @@ import keras
 import numpy as np
 
 from tfnas import data as data_lib
-from tfnas import penalties
 from tfnas.architecture import Architecture, ArchitectureError, count_parameters
 from tfnas.backup import TrainingBackup
 from tfnas.builder import build_model
-from tfnas.callbacks import ArchitectureLogger, ConvergenceStop, TemperatureAnnealing
 from tfnas.config import ConfigError
-from tfnas.costs import MacsCost, ParameterCost
 from tfnas.deploy.report import count_macs, rows_from_summary, write_report
-from tfnas.layers import mixing as mixing_rules
-from tfnas.search_model import SearchModel
+from tfnas.methods import get_method
+from tfnas.optimizers import make_optimizer
 from tfnas.spaces import get_space
-
-OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
-              "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
-
-
-def make_optimizer(config, total_steps):
-    """A Keras optimizer from `{"name", "learning_rate", "schedule", **arguments}`."""
-    config = dict(config)
-    name = config.pop("name", "sgd")
-    schedule = config.pop("schedule", "constant")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
-    lr = config.pop("learning_rate")
-    if schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    elif schedule != "constant":
-        raise ConfigError(f"Unknown learning-rate schedule {schedule!r}; use 'cosine' or "
-                         "'constant'.")
-    try:
-        return OPTIMIZERS[name](learning_rate=lr, **config)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"Bad arguments for optimizer {name!r}: {err}") from None
 
 
 class Prepared:
-    """A run's inputs, loaded and checked once: the data splits and the search space.
+    """A run's inputs, loaded and checked once: the data splits, the search space and
+    the search method.
 
     Made by `prepare(config)` before a run writes anything, so that a dataset
-    that cannot be loaded or a space that does not fit the data fails first.
+    that cannot be loaded, a space that does not fit the data or a bad method
+    setting fails first.
     """
 
     def __init__(self, config, splits, space):
         self.config, self.splits, self.space = config, splits, space
+        self.method = get_method(config, self)
 
     def batches(self, split, training, epoch=None):
         d = self.config["data"]
@@ -101,19 +79,16 @@ def _space(config, splits):
 
 
 def prepare(config):
-    """Loads the data and builds the search space of `config` (see `Prepared`).
+    """Loads the data and builds the search space and method of `config` (see `Prepared`).
 
-    Also builds the penalty and the optimizers once, so that a bad value in
-    those open sections is an error before a run starts.
+    The method builds what its section configures (penalty, optimizers, mixing
+    rule) and the training optimizer is built once, so that a bad value in
+    an open section is an error before a run starts.
     """
-    s = config["search"]
-    penalties.get(s["penalty"])
-    for section in ("search.optimizer", "search.arch_optimizer", "train.optimizer"):
-        a, b = section.split(".")
-        try:
-            make_optimizer(config[a][b], 1)
-        except ConfigError as err:
-            raise ConfigError(f"{section}: {err}") from None
+    try:
+        make_optimizer(config["train"]["optimizer"], 1)
+    except ConfigError as err:
+        raise ConfigError(f"train.optimizer: {err}") from None
     splits = load_data(config)
     return Prepared(config, splits, _space(config, splits))
 
@@ -143,121 +118,37 @@ def _steps(n, batch_size):
     return int(np.ceil(n / batch_size))
 
 
-def build_supernet(config, space):
-    s = config["search"]
-    rule = mixing_rules.get(s["mixing"], temperature=s["temperature"]["initial"],
-                            seed=config["seed"])
-    return space.build_supernet(rule)
-
-
-def build_cost(config, space, supernet):
-    """The cost the penalty weighs (`search.cost`), over the supernet's mixing weights."""
-    cost = config["search"]["cost"]
-    if cost["type"] == "macs":
-        return MacsCost.from_space(space)
-    if cost["type"] == "latency":
-        from tfnas.deploy.latency import LatencyCost  # pylint: disable=import-outside-toplevel
-
-        return LatencyCost.from_table(cost["table"], space, supernet,
-                                      unit=cost.get("unit", "ms"))
-    return ParameterCost.from_supernet(supernet)
-
-
-def build_search_model(config, space):
-    supernet = build_supernet(config, space)
-    return SearchModel(supernet, cost=build_cost(config, space, supernet),
-                       penalty=penalties.get(config["search"]["penalty"]))
-
-
 def search(config, run, verbose=2, prepared=None):
-    """Runs the architecture search; writes `architecture.json` and the supernet's weights.
+    """Runs the configured search method; writes `architecture.json`.
 
-    A search that finished in `run` before is loaded, not run again; one that
-    was interrupted continues from its last epoch (see `tfnas.backup`).
+    Returns `(architecture, searched)`: `searched` is what the method hands to
+    training (the supernet of a differentiable search). A search that finished
+    in `run` before is loaded, not run again; one that was interrupted
+    continues where the method's checkpoints left it.
     """
+    prepared = prepared or prepare(config)
+    method = prepared.method
     if run.stage_done("search"):
         print(f"Resuming {run.path}: the search is complete, loading it.")
-        return Architecture.load(run.file("architecture.json")), load_supernet(run.path, config)
+        return Architecture.load(run.file("architecture.json")), method.load(run.path)
     keras.utils.set_random_seed(config["seed"])
-    prepared = prepared or prepare(config)
-    s = config["search"]
-    space = prepared.space
-    model = build_search_model(config, space)
-    n_train, n_val = prepared.steps("train"), prepared.steps("val")
-    weight_steps = s["epochs"] * n_train
-    arch_per_epoch = n_train // s["arch_every"] if s["alternation"] == "step" else n_val
-    arch_steps = max(1, (s["epochs"] - s["warmup_epochs"]) * arch_per_epoch)
-    model.compile(optimizer=make_optimizer(s["optimizer"], weight_steps),
-                  arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
-    t = s["temperature"]
-    logger = ArchitectureLogger(run.file("logs"), plot_blocks=s["plot_blocks"])
-    callbacks = [logger]
-    if s["mixing"].startswith("gumbel"):
-        callbacks.insert(0, TemperatureAnnealing(t["initial"], t["rate"],
-                                                 start_epoch=s["warmup_epochs"],
-                                                 minimum=t["minimum"]))
-    stop = None
-    if s["convergence"]["patience"]:
-        stop = ConvergenceStop(s["convergence"]["patience"],
-                               s["convergence"]["entropy_threshold"])
-        callbacks.append(stop)
-    history = run.file("logs", "search_history.csv")
-    backup = TrainingBackup(run.file("checkpoints", "search"),
-                            stateful={"convergence": stop} if stop else None,
-                            csv_logs={history: 0, logger.csv_path: 1})
-    callbacks += [keras.callbacks.CSVLogger(history, append=True), backup]
-    print(f"== search: {s['epochs']} epochs ({s['warmup_epochs']} weights only), "
-          f"{space.name} space with {len(space.blocks())} blocks, "
-          f"{prepared.splits.sizes['train']} + {prepared.splits.sizes['val']} images")
-    initial_epoch = backup.restore(model)
-    if initial_epoch:
-        print(f"Resuming {run.path}: the search continues from epoch {initial_epoch + 1}.")
-    steps = (n_train + n_train // s["arch_every"] if s["alternation"] == "step"
-             else n_train + n_val)
-
-    def epoch_batches(epoch):
-        return data_lib.search_schedule(prepared.batches("train", True, epoch),
-                                        prepared.batches("val", True, epoch),
-                                        alternation=s["alternation"], arch_every=s["arch_every"])
-
-    last = initial_epoch if backup.finished else s["epochs"]
-    model.fit(data_lib.epochs(epoch_batches, initial_epoch, max(last, initial_epoch + 1)),
-              warmup_epochs=s["warmup_epochs"], epochs=last, initial_epoch=initial_epoch,
-              steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
-    arch = model.derive_architecture(space, metadata={
-        "search_seconds": round(backup.elapsed(), 1), "dataset": config["data"]["dataset"],
-        "epochs": s["epochs"], "penalty": model.penalty.get_config(),
-        "expected_cost": model.expected_cost(), "cost_unit": model.cost.unit,
-        "converged_epoch": stop.stopped_epoch if stop else None})
+    arch, searched = method.search(run, verbose=verbose)
     arch.save(run.file("architecture.json"), overwrite=True)
-    model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"), overwrite=True)
     run.finish_stage("search")
-    backup.discard()
-    return arch, model.supernet
+    return arch, searched
 
 
-def load_supernet(run_path, config):
-    """Rebuilds the supernet of a finished search run and loads its weights."""
-    path = os.path.join(run_path, "checkpoints", "supernet.weights.h5")
-    arch_path = os.path.join(run_path, "architecture.json")
-    if not (os.path.exists(path) and os.path.exists(arch_path)):
-        raise ConfigError(f"{run_path} is not a finished search run (it lacks "
-                          f"{'checkpoints/supernet.weights.h5' if not os.path.exists(path) else 'architecture.json'}): "
-                          "point --inherit_from at a search run directory, or train from "
-                          "scratch with --set train.inherit=false.")
-    arch = Architecture.load(arch_path)
-    supernet = build_supernet(config, arch.search_space())
-    try:
-        supernet.load_weights(path)
-    except Exception as err:  # pylint: disable=broad-except
-        raise ConfigError(f"Cannot load the supernet weights {path} ({type(err).__name__}: "
-                          f"{str(err)[:200]}); the search run was made with another config "
-                          "or its file is damaged.") from None
-    return supernet
+def load_search(run_path, config, prepared=None):
+    """What the finished search in `run_path` hands to training (`--inherit_from`)."""
+    return (prepared or prepare(config)).method.load(run_path)
 
 
-def train(config, run, architecture, supernet=None, verbose=2, prepared=None):
-    """Trains the derived model (from the supernet's weights when given); saves `model.keras`.
+def train(config, run, architecture, searched=None, verbose=2, prepared=None):
+    """Trains the derived model; saves `model.keras`.
+
+    With `train.inherit`, the model starts from what the search learned
+    (`searched`, as `search` returns it: the supernet's weights of the chosen
+    candidates), as the GRUNAS reference does.
 
     An interrupted training continues from its last epoch; a finished one is
     loaded from `run`.
@@ -270,7 +161,8 @@ def train(config, run, architecture, supernet=None, verbose=2, prepared=None):
     prepared = prepared or prepare(config)
     tr = config["train"]
     check_architecture(architecture, prepared)
-    model = build_model(architecture, supernet=supernet if tr["inherit"] else None)
+    model = build_model(architecture)
+    inherited = tr["inherit"] and prepared.method.inherit(searched, architecture, model)
     steps = prepared.steps("full_train")
     model.compile(optimizer=make_optimizer(tr["optimizer"], tr["epochs"] * steps),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -278,7 +170,7 @@ def train(config, run, architecture, supernet=None, verbose=2, prepared=None):
     history = run.file("logs", "train_history.csv")
     backup = TrainingBackup(run.file("checkpoints", "train"), csv_logs={history: 0})
     print(f"== train: {tr['epochs']} epochs on {prepared.splits.sizes['full_train']} images, "
-          f"{'from the supernet' if supernet is not None and tr['inherit'] else 'from scratch'}")
+          f"{'from the search' if inherited else 'from scratch'}")
     initial_epoch = backup.restore(model)
     if initial_epoch:
         print(f"Resuming {run.path}: the training continues from epoch {initial_epoch + 1}.")
@@ -392,8 +284,8 @@ def run_all(config, run, verbose=2, prepared=None):
     """
     start = time.time()
     prepared = prepared or prepare(config)
-    arch, supernet = search(config, run, verbose=verbose, prepared=prepared)
-    model, trained = train(config, run, arch, supernet=supernet, verbose=verbose,
+    arch, searched = search(config, run, verbose=verbose, prepared=prepared)
+    model, trained = train(config, run, arch, searched=searched, verbose=verbose,
                            prepared=prepared)
     if run.stage_done("export"):
         print(f"Resuming {run.path}: the export is complete, loading it.")

@@ -7,8 +7,8 @@ import tensorflow as tf
 from keras import ops
 
 from tfnas import penalties
-from tfnas.costs import ParameterCost, mixed_ops
-from tfnas.layers import GumbelSoftmaxMixing
+from tfnas.costs import ParameterCost
+from tfnas.layers.mixed_op import distributions, mixed_ops
 
 WEIGHTS, ARCHITECTURE = 0, 1
 
@@ -65,8 +65,6 @@ class SearchModel(keras.Model):
         self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
         rules = {id(op.mixing): op.mixing for op in self.mixed_ops}
         self.mixing_rules = list(rules.values())
-        self._temperature = next((r.temperature for r in self.mixing_rules
-                                  if isinstance(r, GumbelSoftmaxMixing)), None)
         self.arch_optimizer = None
         self.built = True  # the supernet is a functional model, built already
 
@@ -179,8 +177,8 @@ class SearchModel(keras.Model):
                              lambda: ops.convert_to_tensor(0)),
         )
         logs = {m.name: m.result() for m in self.metrics}
-        if self._temperature is not None:
-            logs["temperature"] = ops.convert_to_tensor(self._temperature)
+        for rule in self.mixing_rules:
+            logs.update({k: ops.convert_to_tensor(v) for k, v in rule.logged_values().items()})
         return logs
 
     def test_step(self, data):
@@ -221,16 +219,20 @@ class SearchModel(keras.Model):
         kwargs.setdefault("shuffle", False)  # datasets shuffle themselves
         return super().fit(x, callbacks=callbacks, **kwargs)
 
+    def schedule_callbacks(self, start_epoch=0):
+        """The callbacks of the mixing rules' schedules (the Gumbel temperature)."""
+        return [cb for rule in self.mixing_rules for cb in rule.schedule_callbacks(start_epoch)]
+
     def derive_architecture(self, space, metadata=None):
-        """The argmax architecture document (see `tfnas.architecture.derive`)."""
+        """The architecture document the space derives from the current probabilities."""
         from tfnas.architecture import derive  # pylint: disable=import-outside-toplevel
 
         return derive(self.supernet, space, metadata)
 
     def probabilities(self):
         """`{block: probabilities}` as lists of floats."""
-        return {op.name: [float(p) for p in ops.convert_to_numpy(op.probabilities())]
-                for op in self.mixed_ops}
+        return {b: [float(p) for p in probs]
+                for b, (_, probs) in distributions(self.mixed_ops).items()}
 
     def expected_cost(self):
         """The cost under the current probabilities (no sampling)."""

@@ -2,32 +2,34 @@
 
 import difflib
 
-from tfnas.errors import TfnasError
-
-_SPACES = {}
+from tfnas.errors import ConfigError, TfnasError
+from tfnas.registry import Registry
 
 
 class SearchSpaceError(TfnasError, ValueError):
     """A search space, or a choice in it, is not valid."""
 
 
+class UnknownSpaceError(SearchSpaceError, ConfigError):
+    """A config names a search space that is not registered."""
+
+
+SPACES = Registry("search space", error=UnknownSpaceError)
+
+
 def register_space(cls):
     """Class decorator: makes a `SearchSpace` subclass available by its `name`."""
-    _SPACES[cls.name] = cls
-    return cls
+    return SPACES.register(cls.name)(cls)
 
 
 def get_space(name, config=None):
     """Instantiates the space registered as `name` with `config` (a dict)."""
-    if name not in _SPACES:
-        raise SearchSpaceError(
-            f"Unknown search space {name!r}. Known spaces: {sorted(_SPACES)}."
-            + _did_you_mean(name, _SPACES))
+    cls = SPACES.resolve(name)
     if not isinstance(config or {}, dict):
         raise SearchSpaceError(f"The configuration of space {name!r} must be an object, got "
                                f"{config!r}.")
     try:
-        return _SPACES[name](**(config or {}))
+        return cls(**(config or {}))
     except SearchSpaceError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as err:
@@ -37,7 +39,7 @@ def get_space(name, config=None):
 
 
 def available_spaces():
-    return sorted(_SPACES)
+    return SPACES.names()
 
 
 def _did_you_mean(word, options):
@@ -50,7 +52,10 @@ class SearchSpace:
 
     Subclasses set `name` and `defaults` (the configuration keys and their
     default values) and implement `blocks`, `candidates`, `build_supernet`,
-    `build_model` and `inherit_weights`.
+    `build_model`, `inherit_weights` and `latency_ops`. Every hook a search
+    method, a cost or the deployment calls is declared here; `derive`,
+    `logit_groups` and `hyperparameters` have defaults that suit a space of
+    independent categorical blocks.
     """
 
     name = None
@@ -98,12 +103,51 @@ class SearchSpace:
                                    f"allowed: {allowed}.")
 
     def build_supernet(self, mixing="gumbel"):
-        """A functional model `x -> (logits, {block: mixing weights})`."""
+        """A functional model `x -> (logits, {block: mixing weights})` whose blocks are
+        `MixedOp`s sharing the rule `mixing` (a `MixingRule` or its config)."""
         raise NotImplementedError
 
-    def build_model(self, choices, name=None):
-        """A plain Keras model for one `{block: choice}` architecture."""
+    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
+        """A plain Keras model for one `{block: choice}` architecture.
+
+        `layer_set` swaps the classes the model is made of (a namespace with
+        `Conv2D`, `Dense`, ..., `Input`, `Model`): quantization-aware versions
+        of the layers, or another Keras. `fold_batch_norms=True` builds the
+        inference form whose convolutions carry the BatchNorm that follows them.
+        """
         raise NotImplementedError
+
+    def derive(self, probabilities):
+        """`{block: choice}` from `{block: probabilities over candidates(block)}`.
+
+        The default takes the most probable candidate of every block; a space
+        whose derivation is structured (DARTS keeps the two strongest edges of
+        a node) overrides it.
+        """
+        import numpy as np  # pylint: disable=import-outside-toplevel
+
+        return {b: self.candidates(b)[int(np.argmax(probabilities[b]))] for b in self.blocks()}
+
+    def logit_groups(self):
+        """Blocks that share one vector of architecture logits, as `{group: [blocks]}`
+        (DARTS cells share alpha across cells of a type); default none: every block has
+        its own."""
+        return {}
+
+    def hyperparameters(self, hp):
+        """`{block: choice}` drawn from a keras-tuner `HyperParameters`, one `hp.Choice`
+        per block named after it. Candidates that are not all numbers or all strings
+        are chosen by their position."""
+        choices = {}
+        for block in self.blocks():
+            candidates = self.candidates(block)
+            kinds = {type(c) for c in candidates}
+            if len(kinds) == 1 and kinds <= {int, float, str} and \
+                    len(set(candidates)) == len(candidates):
+                choices[block] = hp.Choice(block, candidates)
+            else:
+                choices[block] = candidates[hp.Choice(block, list(range(len(candidates))))]
+        return choices
 
     def inherit_weights(self, model, supernet, choices):
         """Copies the supernet's weights of the chosen candidates into `model`."""

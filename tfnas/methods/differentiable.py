@@ -1,0 +1,199 @@
+"""Differentiable search: a supernet of mixed ops, trained with `SearchModel` in `fit()`.
+
+GRUNAS (Gumbel-softmax over group counts), DARTS/SNAS/GDAS (softmax, Gumbel,
+hard Gumbel) and ProxylessNAS (binary gates) are this method with a mixing
+rule, a cost and a penalty. The mixing rule brings its own schedule
+callbacks (the Gumbel temperature).
+"""
+
+import os
+
+import keras
+
+from tfnas import data as data_lib
+from tfnas import penalties, schema
+from tfnas.architecture import Architecture
+from tfnas.backup import TrainingBackup
+from tfnas.callbacks import ArchitectureLogger, ConvergenceStop
+from tfnas.costs import COSTS
+from tfnas.errors import ConfigError
+from tfnas.layers import mixing as mixing_rules
+from tfnas.methods.base import SearchMethod, register_method
+from tfnas.optimizers import make_optimizer
+from tfnas.search_model import SearchModel
+
+
+@register_method
+class DifferentiableSearch(SearchMethod):
+    """`search.method: "differentiable"` (the default)."""
+
+    name = "differentiable"
+    defaults = {
+        "epochs": 100,
+        "warmup_epochs": 20,
+        "alternation": "epoch",  # "epoch" (GRUNAS reference) or "step" (DARTS)
+        "arch_every": 1,         # "step": weight steps per architecture step (ProxylessNAS code: 5)
+        # a rule name or {"type": ..., its arguments}: "gumbel"/"gumbel_hard" take a
+        # temperature schedule {"initial", "rate", "minimum"}
+        "mixing": {"type": "gumbel", "temperature": {"initial": 5.0, "rate": "code",
+                                                     "minimum": 0.0}},
+        "penalty": {"type": "threshold", "beta": 0.8, "threshold": 10 ** 5.5},
+        # what the penalty weighs: "parameters", "macs", or "latency" with "table": a
+        # latency table (tfnas latency-table) of this space, and "unit": "ms" or "us"
+        "cost": {"type": "parameters"},
+        # stop when the derived architecture is unchanged for `patience` epochs and the mean
+        # normalized entropy is below `entropy_threshold`; patience 0 turns it off
+        "convergence": {"patience": 0, "entropy_threshold": 0.5},
+        "plot_blocks": None,     # blocks drawn alone in logs/architecture_blocks.png
+        "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
+                      "weight_decay": 1e-4, "schedule": "cosine"},
+        "arch_optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 5e-4},
+    }
+    open_keys = ("mixing", "penalty", "cost", "optimizer", "arch_optimizer")
+    schema = {
+        "epochs": schema.integer(1),
+        "warmup_epochs": schema.integer(0),
+        "alternation": {"enum": ["epoch", "step"]},
+        "arch_every": schema.integer(1),
+        "mixing": schema.NAMED,
+        "penalty": schema.NAMED,
+        "cost": schema.NAMED,
+        "convergence": schema.obj({
+            "patience": schema.integer(0),
+            "entropy_threshold": schema.number(exclusive_minimum=0, maximum=1)}),
+        "plot_blocks": {"type": ["array", "null"], "items": {"type": "string"}},
+        "optimizer": schema.OPEN,
+        "arch_optimizer": schema.OPEN,
+    }
+    hints = {"epochs": "a search needs at least one epoch",
+             "temperature": "The temperature belongs to the mixing rule now: "
+                            "\"mixing\": {\"type\": \"gumbel\", \"temperature\": "
+                            "{\"initial\": 5.0, \"rate\": \"code\"}}"}
+
+    @classmethod
+    def check_section(cls, section):
+        if section["warmup_epochs"] >= section["epochs"]:
+            raise ConfigError(
+                f"search.warmup_epochs ({section['warmup_epochs']}) must be less than "
+                f"search.epochs ({section['epochs']}): otherwise no architecture step ever "
+                "runs.")
+        for key in ("optimizer", "arch_optimizer"):
+            _check_learning_rate(f"search.{key}", section[key])
+
+    def __init__(self, config, prepared):
+        super().__init__(config, prepared)
+        s = self.section
+        # Everything a config can get wrong is built here, before a run writes anything.
+        self.penalty = _prefixed("search.penalty", penalties.get, s["penalty"])
+        for key in ("optimizer", "arch_optimizer"):
+            _prefixed(f"search.{key}", make_optimizer, s[key], 1)
+        _prefixed("search.mixing", self.mixing_rule)
+        _, arguments = _prefixed("search.cost", COSTS.check, s["cost"], space=None)
+        if "table" in arguments:  # read it now: a missing table is an input error
+            from tfnas.deploy.latency import load_table  # pylint: disable=import-outside-toplevel
+
+            load_table(arguments["table"])
+
+    def mixing_rule(self):
+        return mixing_rules.get(self.section["mixing"], seed=self.config["seed"])
+
+    def build_supernet(self):
+        return self.space.build_supernet(self.mixing_rule())
+
+    def build_search_model(self):
+        supernet = self.build_supernet()
+        cost = _prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
+                         supernet=supernet)
+        return SearchModel(supernet, cost=cost, penalty=penalties.get(self.section["penalty"]))
+
+    def search(self, run, verbose=2):
+        s, prepared = self.section, self.prepared
+        model = self.build_search_model()
+        n_train, n_val = prepared.steps("train"), prepared.steps("val")
+        arch_per_epoch = n_train // s["arch_every"] if s["alternation"] == "step" else n_val
+        arch_steps = max(1, (s["epochs"] - s["warmup_epochs"]) * arch_per_epoch)
+        model.compile(optimizer=make_optimizer(s["optimizer"], s["epochs"] * n_train),
+                      arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
+        logger = ArchitectureLogger(run.file("logs"), plot_blocks=s["plot_blocks"])
+        callbacks = model.schedule_callbacks(start_epoch=s["warmup_epochs"]) + [logger]
+        stop = None
+        if s["convergence"]["patience"]:
+            stop = ConvergenceStop(s["convergence"]["patience"],
+                                   s["convergence"]["entropy_threshold"])
+            callbacks.append(stop)
+        history = run.file("logs", "search_history.csv")
+        backup = TrainingBackup(run.file("checkpoints", "search"),
+                                stateful={"convergence": stop} if stop else None,
+                                csv_logs={history: 0, logger.csv_path: 1})
+        callbacks += [keras.callbacks.CSVLogger(history, append=True), backup]
+        print(f"== search: {s['epochs']} epochs ({s['warmup_epochs']} weights only), "
+              f"{self.space.name} space with {len(self.space.blocks())} blocks, "
+              f"{prepared.splits.sizes['train']} + {prepared.splits.sizes['val']} images")
+        initial_epoch = backup.restore(model)
+        if initial_epoch:
+            print(f"Resuming {run.path}: the search continues from epoch {initial_epoch + 1}.")
+        steps = (n_train + n_train // s["arch_every"] if s["alternation"] == "step"
+                 else n_train + n_val)
+
+        def epoch_batches(epoch):
+            return data_lib.search_schedule(prepared.batches("train", True, epoch),
+                                            prepared.batches("val", True, epoch),
+                                            alternation=s["alternation"],
+                                            arch_every=s["arch_every"])
+
+        last = initial_epoch if backup.finished else s["epochs"]
+        model.fit(data_lib.epochs(epoch_batches, initial_epoch, max(last, initial_epoch + 1)),
+                  warmup_epochs=s["warmup_epochs"], epochs=last, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+        arch = model.derive_architecture(self.space, metadata={
+            "method": self.name, "search_seconds": round(backup.elapsed(), 1),
+            "dataset": self.config["data"]["dataset"], "epochs": s["epochs"],
+            "penalty": model.penalty.get_config(), "expected_cost": model.expected_cost(),
+            "cost_unit": model.cost.unit,
+            "converged_epoch": stop.stopped_epoch if stop else None})
+        model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"),
+                                    overwrite=True)
+        backup.discard()
+        return arch, model.supernet
+
+    def load(self, run_path):
+        """The supernet of a finished search run, with its weights."""
+        path = os.path.join(run_path, "checkpoints", "supernet.weights.h5")
+        arch_path = os.path.join(run_path, "architecture.json")
+        if not (os.path.exists(path) and os.path.exists(arch_path)):
+            missing = ("checkpoints/supernet.weights.h5" if not os.path.exists(path)
+                       else "architecture.json")
+            raise ConfigError(f"{run_path} is not a finished search run (it lacks {missing}): "
+                              "point --inherit_from at a search run directory, or train from "
+                              "scratch with --set train.inherit=false.")
+        supernet = Architecture.load(arch_path).search_space().build_supernet(
+            self.mixing_rule())
+        try:
+            supernet.load_weights(path)
+        except Exception as err:  # pylint: disable=broad-except
+            raise ConfigError(f"Cannot load the supernet weights {path} ({type(err).__name__}: "
+                              f"{str(err)[:200]}); the search run was made with another config "
+                              "or its file is damaged.") from None
+        return supernet
+
+    def inherit(self, searched, architecture, model):
+        if searched is None:
+            return False
+        architecture.search_space().inherit_weights(model, searched, architecture.choices)
+        return True
+
+
+def _prefixed(section, function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{section}: {err}") from None
+
+
+def _check_learning_rate(section, optimizer):
+    import math  # pylint: disable=import-outside-toplevel
+
+    value = optimizer.get("learning_rate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{section}.learning_rate must be a positive number, got {value!r}.")
