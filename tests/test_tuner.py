@@ -1,0 +1,122 @@
+"""The `tuner` search method: keras-tuner tuners over a tfnas space, through the pipeline."""
+
+import json
+import os
+
+import keras_tuner as kt
+import pytest
+
+from tfnas import pipeline
+from tfnas.architecture import Architecture
+from tfnas.config import load_config
+from tfnas.errors import ConfigError
+from tfnas.run_dir import RunDirectory
+from tfnas.spaces import get_space
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RANDOM = os.path.join(ROOT, "configs", "grunas_random.json")
+SMALL = ["data.limit=96", "data.batch_size=48", "search.trial_epochs=1",
+         'space.config.widths=[[12,24],[24,24],[24,48]]', "space.config.candidates=[1,2,4]"]
+
+
+def _search(tmp_path, *overrides):
+    config = load_config(RANDOM, [*SMALL, *overrides])
+    run = RunDirectory(str(tmp_path / "run"))
+    run.save_config(config)
+    arch, searched = pipeline.search(config, run, verbose=0)
+    return config, run, arch, searched
+
+
+def test_each_block_is_one_keras_tuner_choice():
+    space = get_space("grunas", {"candidates": [1, 2, 4]})
+    hp = kt.HyperParameters()
+    choices = space.hyperparameters(hp)
+    assert list(choices) == space.blocks() and set(choices.values()) == {1}
+    assert [p.values for p in hp.space] == [[1, 2, 4]] * len(space.blocks())
+    hp.values["unit_3"] = 4
+    assert space.hyperparameters(hp)["unit_3"] == 4
+    # Candidates that keras-tuner cannot hold (lists, mixed types) are chosen by position.
+    resnet = get_space("resnet50", {"depths": [1, 1, 1, 1], "input_shape": [32, 32, 3]})
+    block = resnet.blocks()[0]
+    hp = kt.HyperParameters()
+    assert resnet.hyperparameters(hp)[block] in resnet.candidates(block)
+
+
+def test_random_search_writes_the_architecture_document_and_its_trials(tmp_path):
+    config, run, arch, searched = _search(tmp_path, 'search.tuner={"type": "random", '
+                                                    '"max_trials": 3}')
+    saved = Architecture.load(run.file("architecture.json"))
+    assert saved.choices == arch.choices and saved.metadata["method"] == "tuner"
+    trials = json.loads(open(run.file("logs", "trials.json"), encoding="utf-8").read())
+    assert len(trials) == 3 and all(t["status"] == "COMPLETED" for t in trials)
+    best = max(trials, key=lambda t: t["score"])
+    assert best["choices"] == arch.choices
+    assert 0 <= best["metrics"]["val_accuracy"] <= 1
+    # train.inherit starts training from the best trial's weights.
+    model, summary = pipeline.train({**config, "train": {**config["train"], "epochs": 0}}, run,
+                                    arch, searched=searched, verbose=0)
+    assert 0 <= summary["test_accuracy"] <= 1
+    # A finished search is loaded, not run again: same document, same weights.
+    again, searched_again = pipeline.search(config, run, verbose=0)
+    assert again.choices == arch.choices
+    assert all((a == b).all() for a, b in zip(searched, searched_again))
+
+
+def test_infeasible_trials_are_reported_to_the_oracle(tmp_path):
+    with pytest.raises(ConfigError, match="No trial of the tuner met the constraints"):
+        _search(tmp_path, 'search.tuner={"type": "random", "max_trials": 2}',
+                "search.constraints.max_parameters=10")
+    trials = json.loads((tmp_path / "run" / "logs" / "trials.json").read_text())
+    assert [t["status"] for t in trials] == ["FAILED", "FAILED"]
+    assert "infeasible: parameters" in trials[0]["message"]
+
+
+def test_penalty_mode_trains_every_trial_and_penalizes_its_objective(tmp_path):
+    _, run, arch, _ = _search(tmp_path, 'search.tuner={"type": "random", "max_trials": 2}',
+                              "search.constraints.max_parameters=5000",
+                              "search.constraints.mode=penalty",
+                              "search.constraints.weight=0.5")
+    trials = json.loads(open(run.file("logs", "trials.json"), encoding="utf-8").read())
+    assert all(t["status"] == "COMPLETED" for t in trials)
+    for t in trials:
+        params = get_space("grunas", arch.space_config).build_model(t["choices"]).count_params()
+        excess = max(0.0, params / 5000 - 1)
+        assert t["score"] == pytest.approx(t["metrics"]["val_accuracy"] - 0.5 * excess,
+                                           abs=1e-6)
+
+
+@pytest.mark.parametrize("override, message", [
+    ('search.tuner={"type": "evolution"}', "search.tuner: Unknown keras-tuner tuner "
+                                           "'evolution'; choose one of ['bayesian', "
+                                           "'hyperband', 'random']"),
+    ('search.tuner={"type": "random", "max_trails": 3}', "unexpected keyword argument "
+                                                          "'max_trails'"),
+    ("search.constraints.max_latency_ms=3", "max_latency_ms and latency_table go together"),
+    ("search.trial_epochs=0", "search.trial_epochs: 0 is less than the minimum of 1"),
+    ("search.warmup_epochs=1", "Unknown configuration key 'search.warmup_epochs' for search "
+                               "method 'tuner'"),
+])
+def test_bad_tuner_settings_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        pipeline.prepare(load_config(RANDOM, [*SMALL, override]))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tfnas_run_with_the_random_search_recipe(tmp_path):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    run_dir = tmp_path / "random"
+    args = [sys.executable, "-m", "tfnas.cli", "run", "--config", RANDOM, "--run_dir",
+            str(run_dir), "--verbose=0", "--set", 'search.tuner={"type": "random", '
+            '"max_trials": 2}', "--set", "train.epochs=1", "--set",
+            'export.formats=["tflite_int8"]']
+    for override in SMALL:
+        args += ["--set", override]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    arch = Architecture.load(str(run_dir / "architecture.json"))
+    assert summary["choices"] == arch.choice_list() and arch.metadata["trials"] == 2
+    assert "tflite_int8" in summary["exports"] and "train: 1 epochs" in result.stdout

@@ -1,0 +1,298 @@
+"""Search with a keras-tuner tuner over the blocks of any tfnas space.
+
+Each block of the space is one `hp.Choice` (`SearchSpace.hyperparameters`);
+a trial builds the derived model of its choices, trains it for
+`search.trial_epochs` on the training split and reports its validation
+accuracy. Costs constrain the trials: with `constraints.mode: "reject"` an
+architecture over a limit is not trained and is reported to the oracle as a
+failed (infeasible) trial; with `"penalty"` it is trained and its objective is
+`val_accuracy - weight * sum(max(0, cost / limit - 1))`. Random search over
+a space is the baseline every NAS result needs; an oracle of one's own (the
+ENAS controller) plugs in as another entry of `TUNERS`.
+"""
+
+import json
+import os
+import time
+
+import keras
+
+from tfnas import schema
+from tfnas.architecture import from_choices
+from tfnas.costs import LatencyCost, count_parameters
+from tfnas.errors import ConfigError
+from tfnas.macs import count_macs
+from tfnas.methods.base import SearchMethod, register_method
+from tfnas.optimizers import make_optimizer
+from tfnas.registry import Registry
+
+# keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
+# tuner's directory and project, and the `search.tuner` arguments.
+TUNERS = Registry("keras-tuner tuner")
+
+
+def _common(hypermodel, objective, seed, directory, project_name, overwrite,
+            max_consecutive_failed_trials):
+    return {"hypermodel": hypermodel, "objective": objective, "seed": seed,
+            "directory": directory, "project_name": project_name, "overwrite": overwrite,
+            "max_consecutive_failed_trials": max_consecutive_failed_trials}
+
+
+@TUNERS.register("random")
+def _random(max_trials=10, **common):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    return kt.RandomSearch(max_trials=max_trials, **_common(**common))
+
+
+@TUNERS.register("hyperband")
+def _hyperband(max_epochs=9, factor=3, hyperband_iterations=1, **common):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    return kt.Hyperband(max_epochs=max_epochs, factor=factor,
+                        hyperband_iterations=hyperband_iterations, **_common(**common))
+
+
+@TUNERS.register("bayesian")
+def _bayesian(max_trials=10, num_initial_points=None, alpha=1e-4, beta=2.6, **common):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    return kt.BayesianOptimization(max_trials=max_trials, num_initial_points=num_initial_points,
+                                   alpha=alpha, beta=beta, **_common(**common))
+
+
+COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
+
+
+@register_method
+class TunerSearch(SearchMethod):
+    """`search.method: "tuner"`: keras-tuner's RandomSearch, Hyperband or
+    BayesianOptimization over the space's blocks."""
+
+    name = "tuner"
+    defaults = {
+        # {"type": "random" | "hyperband" | "bayesian", and that tuner's arguments}
+        "tuner": {"type": "random", "max_trials": 10},
+        "trial_epochs": 3,       # training epochs of each trial (Hyperband: its max_epochs)
+        "objective": "val_accuracy",
+        "constraints": {
+            "max_parameters": None, "max_macs": None, "max_latency_ms": None,
+            "latency_table": None,   # a latency table of this space, for max_latency_ms
+            "mode": "reject",        # "reject": infeasible trials fail; "penalty": objective
+            "weight": 1.0,           # "penalty": objective loss per unit of relative excess
+        },
+        "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
+                      "weight_decay": 1e-4, "schedule": "cosine"},
+    }
+    open_keys = ("tuner", "optimizer")
+    schema = {
+        "tuner": schema.NAMED,
+        "trial_epochs": schema.integer(1),
+        "objective": {"enum": ["val_accuracy", "val_loss"]},
+        "constraints": schema.obj({
+            "max_parameters": schema.integer(1, nullable=True),
+            "max_macs": schema.integer(1, nullable=True),
+            "max_latency_ms": schema.number(exclusive_minimum=0, nullable=True),
+            "latency_table": {"type": ["string", "null"]},
+            "mode": {"enum": ["reject", "penalty"]},
+            "weight": schema.number(exclusive_minimum=0),
+        }),
+        "optimizer": schema.OPEN,
+    }
+    hints = {"trial_epochs": "each trial trains the derived model at least one epoch"}
+
+    @classmethod
+    def check_section(cls, section):
+        c = section["constraints"]
+        if (c["max_latency_ms"] is None) != (c["latency_table"] is None):
+            raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
+                              "a latency limit needs a latency table of the space (tfnas "
+                              "latency-table), and a table needs the limit.")
+        lr = section["optimizer"].get("learning_rate")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+            raise ConfigError(f"search.optimizer.learning_rate must be a positive number, got "
+                              f"{lr!r}.")
+
+    def __init__(self, config, prepared):
+        super().__init__(config, prepared)
+        s = self.section
+        try:
+            make_optimizer(s["optimizer"], 1)
+        except ConfigError as err:
+            raise ConfigError(f"search.optimizer: {err}") from None
+        try:
+            name, arguments = TUNERS.check(s["tuner"])
+            common = {k: None for k in ("hypermodel", "objective", "seed", "directory",
+                                        "project_name", "overwrite",
+                                        "max_consecutive_failed_trials")}
+            TUNERS.check({"type": name, **arguments}, **common)
+            import inspect  # pylint: disable=import-outside-toplevel
+
+            allowed = set(inspect.signature(TUNERS.resolve(name)).parameters) - {"common"}
+            unknown = sorted(set(arguments) - allowed)
+            if unknown:
+                raise ConfigError(f"Bad arguments for the keras-tuner tuner {name!r}: got an "
+                                  f"unexpected keyword argument {unknown[0]!r}; it takes "
+                                  f"{sorted(allowed)}.")
+        except ConfigError as err:
+            raise ConfigError(f"search.tuner: {err}") from None
+        table = s["constraints"]["latency_table"]
+        self.latency = LatencyCost.from_table(table, self.space) if table else None
+
+    def costs(self, choices, model):
+        """`{limit key: cost}` of the architecture for every configured limit."""
+        c, result = self.section["constraints"], {}
+        if c["max_parameters"] is not None:
+            result["max_parameters"] = count_parameters(model)
+        if c["max_macs"] is not None:
+            result["max_macs"] = count_macs(model)
+        if c["max_latency_ms"] is not None:
+            result["max_latency_ms"] = self.latency.of_choices(choices)
+        return result
+
+    def excess(self, costs):
+        """Relative excess over each limit that an architecture breaks, `{key: cost/limit-1}`."""
+        c = self.section["constraints"]
+        return {k: v / c[k] - 1 for k, v in costs.items() if v > c[k]}
+
+    def _tuner(self, run_path, overwrite=False):
+        import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+        s = self.section
+        objective = s["objective"]
+        if s["constraints"]["mode"] == "penalty":
+            objective = kt.Objective("score", "max")
+        arguments = dict(TUNERS.split(s["tuner"])[1])
+        if TUNERS.split(s["tuner"])[0] == "hyperband":
+            arguments.setdefault("max_epochs", s["trial_epochs"])
+        hypermodel = _HyperModel(self)
+        tuner = TUNERS.get({"type": TUNERS.split(s["tuner"])[0], **arguments},
+                           hypermodel=hypermodel, objective=objective,
+                           seed=self.config["seed"], overwrite=overwrite,
+                           directory=os.path.join(run_path, "checkpoints"), project_name="tuner",
+                           max_consecutive_failed_trials=10 ** 6)
+        # The tuner builds a model once to learn the space; constraints apply to trials.
+        hypermodel.trials_started = True
+        return tuner
+
+    def search(self, run, verbose=2):
+        prepared, s = self.prepared, self.section
+        elapsed_path = run.file("checkpoints", "tuner_elapsed.json")
+        before = (json.load(open(elapsed_path, encoding="utf-8"))["seconds"]
+                  if os.path.exists(elapsed_path) else 0.0)
+        start = time.time()
+        tuner = self._tuner(run.path)
+        print(f"== search: keras-tuner {TUNERS.split(s['tuner'])[0]} over the "
+              f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
+              f"{s['trial_epochs']} epochs per trial, {prepared.splits.sizes['train']} + "
+              f"{prepared.splits.sizes['val']} images")
+        tuner.search(prepared.batches("train", True), epochs=s["trial_epochs"],
+                     validation_data=prepared.batches("val", False),
+                     verbose=min(verbose, 1))
+        trials = self._trial_records(tuner)
+        seconds = round(before + time.time() - start, 1)
+        run.write_json(os.path.join("logs", "trials.json"), trials)
+        with open(elapsed_path, "w", encoding="utf-8") as f:
+            json.dump({"seconds": seconds}, f)
+        bugs = [t for t in trials if t["status"] == "INVALID"]
+        if bugs:
+            raise RuntimeError(f"Trial {bugs[0]['trial']} of the tuner crashed:\n"
+                               f"{bugs[0]['message']}")
+        best = _best_trials(tuner)
+        if not best:
+            raise ConfigError("No trial of the tuner met the constraints "
+                              f"{ {k: v for k, v in s['constraints'].items() if k in COST_LIMITS and v} }; "
+                              "loosen them, or raise the tuner's max_trials.")
+        choices = self.space.hyperparameters(best[0].hyperparameters.copy())
+        arch = from_choices(self.space, choices, metadata={
+            "method": self.name, "tuner": s["tuner"], "search_seconds": seconds,
+            "dataset": self.config["data"]["dataset"], "trial_epochs": s["trial_epochs"],
+            "trials": len(trials),
+            "infeasible_trials": sum(t["status"] == "FAILED" for t in trials),
+            "best_trial": best[0].trial_id, "objective": s["objective"],
+            "best_score": best[0].score})
+        return arch, self.load(run.path)
+
+    def _trial_records(self, tuner):
+        records = []
+        for trial in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id):
+            metrics = {name: trial.metrics.get_best_value(name)
+                       for name in trial.metrics.metrics}
+            records.append({"trial": trial.trial_id, "status": str(trial.status),
+                            "choices": self.space.hyperparameters(trial.hyperparameters.copy()),
+                            "score": trial.score, "metrics": metrics,
+                            # a failed trial's reason is the last line of its traceback
+                            "message": (trial.message or "").strip() if trial.status ==
+                            "INVALID" else ((trial.message or "").strip().splitlines()
+                                            or [None])[-1]})
+        return records
+
+    def load(self, run_path):
+        """The weights of the best trial's model: training starts from them (train.inherit)."""
+        tuner = self._tuner(run_path)
+        best = _best_trials(tuner)
+        if not best:
+            return None
+        return tuner.load_model(best[0]).get_weights()
+
+    def inherit(self, searched, architecture, model):
+        if searched is None:
+            return False
+        model.set_weights(searched)
+        return True
+
+
+def _best_trials(tuner):
+    """The completed trials, best first (keras-tuner also ranks failed ones)."""
+    trials = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
+    return [t for t in trials if t.status == "COMPLETED" and t.score is not None]
+
+
+class _HyperModel:
+    """The space's blocks as hyperparameters; builds and trains one derived model."""
+
+    def __new__(cls, method):
+        import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+        class HyperModel(kt.HyperModel):
+            def build(self, hp):
+                import keras_tuner as kt  # pylint: disable=import-outside-toplevel,W0621
+
+                choices = method.space.hyperparameters(hp)
+                model = method.space.build_model(choices)
+                costs = method.costs(choices, model)
+                excess = method.excess(costs)
+                if (excess and method.section["constraints"]["mode"] == "reject"
+                        and getattr(self, "trials_started", False)):
+                    raise kt.errors.FailedTrialError(
+                        "infeasible: " + ", ".join(f"{k[4:]} {costs[k]:,.6g} > "
+                                                   f"{method.section['constraints'][k]:,}"
+                                                   for k in excess))
+                self.penalty = method.section["constraints"]["weight"] * sum(excess.values())
+                # Every trial starts from the same seed: its result depends on its choices.
+                keras.utils.set_random_seed(method.config["seed"])
+                steps = method.prepared.steps("train") * method.section["trial_epochs"]
+                model.compile(optimizer=make_optimizer(method.section["optimizer"], steps),
+                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                              metrics=["accuracy"])
+                return model
+
+            def fit(self, hp, model, *args, callbacks=None, **kwargs):
+                callbacks = list(callbacks or [])
+                if method.section["constraints"]["mode"] == "penalty":
+                    callbacks.insert(0, _Score(self.penalty))
+                return model.fit(*args, callbacks=callbacks, **kwargs)
+
+        return HyperModel()
+
+
+class _Score(keras.callbacks.Callback):
+    """Adds `score = val_accuracy - penalty` to the epoch logs (the penalized objective)."""
+
+    def __init__(self, penalty):
+        super().__init__()
+        self.penalty = float(penalty)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_accuracy" in logs:
+            logs["score"] = float(logs["val_accuracy"]) - self.penalty
