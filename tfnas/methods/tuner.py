@@ -165,7 +165,7 @@ class TunerSearch(SearchMethod):
         arguments = dict(TUNERS.split(s["tuner"])[1])
         if TUNERS.split(s["tuner"])[0] == "hyperband":
             arguments.setdefault("max_epochs", s["trial_epochs"])
-        hypermodel = _HyperModel(self)
+        hypermodel = _hypermodel(self)
         tuner = TUNERS.get({"type": TUNERS.split(s["tuner"])[0], **arguments},
                            hypermodel=hypermodel, objective=objective,
                            seed=self.config["seed"], overwrite=overwrite,
@@ -248,42 +248,39 @@ def _best_trials(tuner):
     return [t for t in trials if t.status == "COMPLETED" and t.score is not None]
 
 
-class _HyperModel:
-    """The space's blocks as hyperparameters; builds and trains one derived model."""
+def _hypermodel(method):
+    """A keras-tuner HyperModel: the space's blocks as hyperparameters; builds and trains one
+    derived model per trial (keras-tuner is imported only when a tuner search runs)."""
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    def __new__(cls, method):
-        import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+    class HyperModel(kt.HyperModel):
+        def build(self, hp):
+            # Every trial starts from the same seed: its result depends on its choices.
+            keras.utils.set_random_seed(method.config["seed"])
+            choices = method.space.hyperparameters(hp)
+            model = method.space.build_model(choices)
+            costs = method.costs(choices, model)
+            excess = method.excess(costs)
+            if (excess and method.section["constraints"]["mode"] == "reject"
+                    and getattr(self, "trials_started", False)):
+                raise kt.errors.FailedTrialError(
+                    "infeasible: " + ", ".join(f"{k[4:]} {costs[k]:,.6g} > "
+                                               f"{method.section['constraints'][k]:,}"
+                                               for k in excess))
+            self.penalty = method.section["constraints"]["weight"] * sum(excess.values())
+            steps = method.prepared.steps("train") * method.section["trial_epochs"]
+            model.compile(optimizer=make_optimizer(method.section["optimizer"], steps),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=["accuracy"])
+            return model
 
-        class HyperModel(kt.HyperModel):
-            def build(self, hp):
-                import keras_tuner as kt  # pylint: disable=import-outside-toplevel,W0621
+        def fit(self, hp, model, *args, callbacks=None, **kwargs):
+            callbacks = list(callbacks or [])
+            if method.section["constraints"]["mode"] == "penalty":
+                callbacks.insert(0, _Score(self.penalty))
+            return model.fit(*args, callbacks=callbacks, **kwargs)
 
-                choices = method.space.hyperparameters(hp)
-                model = method.space.build_model(choices)
-                costs = method.costs(choices, model)
-                excess = method.excess(costs)
-                if (excess and method.section["constraints"]["mode"] == "reject"
-                        and getattr(self, "trials_started", False)):
-                    raise kt.errors.FailedTrialError(
-                        "infeasible: " + ", ".join(f"{k[4:]} {costs[k]:,.6g} > "
-                                                   f"{method.section['constraints'][k]:,}"
-                                                   for k in excess))
-                self.penalty = method.section["constraints"]["weight"] * sum(excess.values())
-                # Every trial starts from the same seed: its result depends on its choices.
-                keras.utils.set_random_seed(method.config["seed"])
-                steps = method.prepared.steps("train") * method.section["trial_epochs"]
-                model.compile(optimizer=make_optimizer(method.section["optimizer"], steps),
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              metrics=["accuracy"])
-                return model
-
-            def fit(self, hp, model, *args, callbacks=None, **kwargs):
-                callbacks = list(callbacks or [])
-                if method.section["constraints"]["mode"] == "penalty":
-                    callbacks.insert(0, _Score(self.penalty))
-                return model.fit(*args, callbacks=callbacks, **kwargs)
-
-        return HyperModel()
+    return HyperModel()
 
 
 class _Score(keras.callbacks.Callback):
