@@ -2,7 +2,9 @@
 
 Prints one JSON line: per TFLite format, file size, top-1 on the bundled test split next to the
 Keras float model, and host latency (LiteRT, batch 1, one thread, interleaved rounds), with the
-int8/float32 latency ratio.
+int8/float32 latency ratio; quantization-aware int8 from both backends side by side (native
+Keras 3 fake quantization and tfmot), each against the float model fine-tuned the same way,
+against post-training int8 in bytes and latency.
 
     python benchmarks/deploy_grunas.py [--epochs 5] [--rounds 5]
 """
@@ -46,6 +48,8 @@ def main():
     parser.add_argument("--per_channel", action="store_true", help="per-channel int8 weights")
     parser.add_argument("--qat_epochs", type=int, default=4)
     parser.add_argument("--qat_learning_rate", type=float, default=3e-4)
+    parser.add_argument("--qat_backends", default="native,tfmot",
+                        help="comma-separated: native (Keras 3 fake quantization), tfmot")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra_test", default=None,
                         help="an .npz (keys x, y) of more CIFAR-10 images to evaluate on; images "
@@ -85,32 +89,45 @@ def main():
                                      per_channel=args.per_channel)
         result["formats"][mode] = {"bytes": os.path.getsize(paths[mode]),
                                    "accuracy": deploy.evaluate(paths[mode], x_test, y_test)}
-    if args.qat_epochs:
-        from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
-        from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
+    train_data = data.pipeline(splits.full_train, 64, training=True, seed=args.seed)
+    backends = [b for b in args.qat_backends.split(",") if b] if args.qat_epochs else []
+    for backend in backends:
+        out_path = os.path.join(out, f"int8_qat_{backend}.tflite")
+        keras.utils.set_random_seed(args.seed)
+        if backend == "native":
+            from tfnas.deploy import quantize  # pylint: disable=import-outside-toplevel
 
-        arch = Architecture("grunas", space.config, dict(zip(space.blocks(), PAPER_H)))
-        paths["int8_qat"], _, qat_model = qat.train_and_convert(
-            arch, model, data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
-            os.path.join(out, "int8_qat.tflite"), epochs=args.qat_epochs,
-            learning_rate=args.qat_learning_rate,
-            representative_data=[calibration], calibration_steps=200)
+            paths[f"int8_qat_{backend}"], _, qat_model = quantize.train_and_convert(
+                model, train_data, out_path, epochs=args.qat_epochs,
+                learning_rate=args.qat_learning_rate, representative_data=[calibration],
+                calibration_steps=200)
+            fake_quant = keras.ops.convert_to_numpy(qat_model.predict(x_test, verbose=0))
+        else:
+            from tfnas.architecture import Architecture  # pylint: disable=C0415
+            from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
+
+            arch = Architecture("grunas", space.config, dict(zip(space.blocks(), PAPER_H)))
+            paths[f"int8_qat_{backend}"], _, qat_model = qat.train_and_convert(
+                arch, model, train_data, out_path, epochs=args.qat_epochs,
+                learning_rate=args.qat_learning_rate, representative_data=[calibration],
+                calibration_steps=200)
+            fake_quant = qat_model.predict(x_test, verbose=0)
+        result["formats"][f"int8_qat_{backend}"] = {
+            "bytes": os.path.getsize(out_path),
+            "accuracy": deploy.evaluate(out_path, x_test, y_test),
+            "fake_quant_keras_accuracy": float(np.mean(np.argmax(fake_quant, -1) == y_test))}
+    if backends:
         # The same fine-tuning without fake quantization: the float model QAT is compared with.
+        keras.utils.set_random_seed(args.seed)
         tuned = keras.models.clone_model(model)
         tuned.set_weights(model.get_weights())
         tuned.compile(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(
             args.qat_learning_rate, args.qat_epochs * steps_per_epoch), momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-        tuned.fit(data.pipeline(splits.full_train, 64, training=True, seed=args.seed),
-                  epochs=args.qat_epochs, verbose=0)
+        tuned.fit(train_data, epochs=args.qat_epochs, verbose=0)
         result["keras_finetuned_accuracy"] = float(
             tuned.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
-        result["formats"]["int8_qat"] = {
-            "bytes": os.path.getsize(paths["int8_qat"]),
-            "accuracy": deploy.evaluate(paths["int8_qat"], x_test, y_test),
-            "fake_quant_keras_accuracy": float(np.mean(
-                np.argmax(qat_model.predict(x_test, verbose=0), -1) == y_test))}
     medians = {mode: [] for mode in paths}
     for _ in range(args.rounds):
         for mode, path in paths.items():
@@ -121,16 +138,18 @@ def main():
     f32, i8 = result["formats"]["float32"], result["formats"]["int8"]
     result["int8_speedup_over_float32"] = round(f32["median_ms"] / i8["median_ms"], 3)
     result["int8_accuracy_drop_points"] = round(100 * (keras_acc - i8["accuracy"]), 2)
-    if "int8_qat" in result["formats"]:
-        q = result["formats"]["int8_qat"]
+    for backend in backends:
+        q = result["formats"][f"int8_qat_{backend}"]
         # QAT fine-tunes further than the float model was trained: compare its int8 file with
         # the float model fine-tuned the same way, and with the fake-quantized model itself.
-        result["int8_qat_accuracy_drop_points"] = round(
-            100 * (result["keras_finetuned_accuracy"] - q["accuracy"]), 2)
-        result["int8_qat_drop_vs_trained_float_points"] = round(
-            100 * (keras_acc - q["accuracy"]), 2)
-        result["int8_qat_vs_fake_quant_points"] = round(
-            100 * (q["fake_quant_keras_accuracy"] - q["accuracy"]), 2)
+        result[f"int8_qat_{backend}"] = {
+            "drop_vs_finetuned_float_points": round(
+                100 * (result["keras_finetuned_accuracy"] - q["accuracy"]), 2),
+            "drop_vs_trained_float_points": round(100 * (keras_acc - q["accuracy"]), 2),
+            "vs_fake_quant_points": round(100 * (q["fake_quant_keras_accuracy"]
+                                                 - q["accuracy"]), 2),
+            "bytes_minus_int8_bytes": q["bytes"] - i8["bytes"],
+            "latency_ratio_to_int8": round(q["median_ms"] / i8["median_ms"], 3)}
     print(json.dumps(result))
 
 

@@ -1,4 +1,5 @@
-"""Quantization-aware training with tensorflow-model-optimization, to an int8 TFLite model.
+"""Quantization-aware training with tensorflow-model-optimization, to an int8 TFLite model
+(`export.qat_backend: "tfmot"`; the native Keras 3 path is `tfnas.deploy.quantize`).
 
 tfmot supports `tf_keras` only and switches `tf.keras` to it when imported, so
 this module is the one place that imports either; import it only for the
@@ -24,6 +25,7 @@ from tfnas.architecture import Architecture
 from tfnas.deploy.tflite import ExportError, configure_int8, write
 from tfnas.layers.grouped_conv import group_sizes
 from tfnas.deploy.lowering import fold_batch_norms
+from tfnas.deploy.quantize import steps_per_epoch_of
 from tfnas.layers.grunas_unit import register_concatenation
 
 quantizers = tfmot.quantization.keras.quantizers
@@ -166,9 +168,6 @@ CUSTOM_OBJECTS = {"GroupedConv2D": GroupedConv2D, "ChannelShuffle": ChannelShuff
                   "OutputQuantizeConfig": OutputQuantizeConfig}
 
 
-QAT_SPACES = {"grunas"}
-
-
 def rebuild_in_tf_keras(architecture, keras_model):
     """The derived architecture as a tf_keras model carrying `keras_model`'s weights.
 
@@ -178,13 +177,11 @@ def rebuild_in_tf_keras(architecture, keras_model):
     """
     if isinstance(architecture, dict):
         architecture = Architecture.from_dict(architecture)
-    if architecture.space not in QAT_SPACES:
-        raise ExportError(
-            f"Quantization-aware training supports the {sorted(QAT_SPACES)} space(s), not "
-            f"{architecture.space!r} (its rebuild in tf_keras with quantize configs for every "
-            "layer exists for those only). "
-            "Export post-training int8 instead (tflite_int8).")
     space = architecture.search_space()
+    if not space.tfmot_layer_set:
+        raise ExportError(
+            f"The tfmot backend rebuilds a model in tf_keras, which the {architecture.space!r} "
+            "space does not support; use export.qat_backend 'native' (every space).")
     model = space.build_model(architecture.choices, layer_set=tf_keras_layer_set(),
                               fold_batch_norms=True)
     for layer in fold_batch_norms(keras_model).layers:
@@ -283,14 +280,7 @@ def calibrate_ranges(quantized, model, batches):
             quantizer(weight, True, weights=variables)  # a training call records the range
 
 
-def _steps_per_epoch(dataset):
-    steps = int(dataset.cardinality())
-    if steps == tf.data.INFINITE_CARDINALITY:
-        raise ExportError("Quantization-aware fine-tuning needs a finite train_data dataset "
-                          "(one epoch per pass); drop .repeat().")
-    if steps == tf.data.UNKNOWN_CARDINALITY:  # e.g. after filter(): count one pass
-        steps = int(dataset.reduce(0, lambda n, _: n + 1))
-    return steps
+_steps_per_epoch = steps_per_epoch_of
 
 
 def train_and_convert(architecture, keras_model, train_data, path, epochs=4,

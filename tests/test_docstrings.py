@@ -10,7 +10,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.costs", "tfnas.penalties", "tfnas.architecture", "tfnas.builder",
            "tfnas.callbacks", "tfnas.spaces.grunas", "tfnas.search_model",
            "tfnas.layers.binary_gate", "tfnas.spaces.resnet", "tfnas.macs", "tfnas.backup",
-           "tfnas.run_dir", "tfnas.data"]
+           "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",
+           "tfnas.deploy.quantize"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -41,7 +41,7 @@ flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its check
 flags.DEFINE_string("architecture", None,
                     "Architecture JSON document (train; export, for tflite_int8_qat).")
 flags.DEFINE_string("inherit_from", None,
-                    "Search run directory whose supernet weights `train` inherits.")
+                    "Search run directory whose learned weights `train` starts from.")
 flags.DEFINE_string("model", None, "A .keras model to export (export).")
 flags.DEFINE_integer("verbose", None,
                      "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "

@@ -28,13 +28,13 @@ DEFAULTS = {
         "augment": True,
         "limit": None,          # use at most this many examples per split (quick runs)
     },
-    "space": {"name": "grunas", "config": {}},
+    "space": {"name": None, "config": {}},   # None: tfnas.spaces.DEFAULT_SPACE
     # the search method's section: "method" names it, the method's own keys and defaults
     # fill the rest (see tfnas.methods; `tfnas.methods.method_class(name).defaults`)
-    "search": {"method": "differentiable"},
+    "search": {},
     "train": {
         "epochs": 200,
-        "inherit": True,         # start from the supernet's weights of the chosen ops
+        "inherit": True,         # start from what the search learned (the method's `inherit`)
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
     },
@@ -43,8 +43,10 @@ DEFAULTS = {
                "calibration_images": 200,
                # per-tensor int8 weights keep the GRUNAS paper network under 0.2 MB
                "int8_per_channel": False,
-               # tflite_int8_qat (needs the 'qat' extra): fine-tuning with fake quantization,
-               # ranges calibrated first, learning rate decaying along a cosine
+               # tflite_int8_qat: fine-tuning with fake quantization, ranges calibrated first,
+               # learning rate decaying along a cosine; "native" (Keras 3, every space) or
+               # "tfmot" (tf_keras twin, GRUNAS only, needs the 'qat' extra)
+               "qat_backend": "native",
                "qat_epochs": 4,
                "qat_learning_rate": 3e-4},
 }
@@ -169,13 +171,14 @@ SCHEMA = _object({
         "augment": _BOOLEAN,
         "limit": _integer(1, nullable=True),
     }),
-    "space": _object({"name": {"type": "string"}, "config": _OPEN}),
+    "space": _object({"name": {"type": ["string", "null"]}, "config": _OPEN}),
     "search": _OPEN,
     "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN}),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
         "calibration_images": _integer(1),
         "int8_per_channel": _BOOLEAN,
+        "qat_backend": {"enum": ["native", "tfmot"]},
         "qat_epochs": _integer(0),
         "qat_learning_rate": _number(exclusive_minimum=0),
     }),
@@ -231,6 +234,9 @@ def validate(config):
         raise ConfigError(f"train.optimizer.learning_rate must be a positive number, got "
                           f"{value!r}.")
     from tfnas.methods import fill_section  # pylint: disable=import-outside-toplevel
+    from tfnas.spaces import DEFAULT_SPACE  # pylint: disable=import-outside-toplevel
 
     config["search"] = fill_section(config["search"])
+    if config["space"]["name"] is None:
+        config["space"] = {**config["space"], "name": DEFAULT_SPACE}
     return config

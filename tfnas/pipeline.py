@@ -147,8 +147,7 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
     """Trains the derived model; saves `model.keras`.
 
     With `train.inherit`, the model starts from what the search learned
-    (`searched`, as `search` returns it: the supernet's weights of the chosen
-    candidates), as the GRUNAS reference does.
+    (`searched`, as `search` returns it, handed to the method's `inherit`).
 
     An interrupted training continues from its last epoch; a finished one is
     loaded from `run`.
@@ -243,22 +242,33 @@ def _export_tflite(config, run, model, formats, prepared):
 
 
 def _quantization_aware(config, run, model, calibration, prepared):
-    """Fine-tunes `model` with fake quantization (tfmot, tf_keras) and writes int8 TFLite."""
+    """Fine-tunes `model` with fake quantization and writes int8 TFLite (`export.qat_backend`:
+    "native" rewrites the Keras 3 model of any space, "tfmot" rebuilds it in tf_keras)."""
     from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
 
-    try:
-        from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
-    except ImportError as err:
-        raise ExportError(f"tflite_int8_qat: {err}") from None
-    if not os.path.exists(run.file("architecture.json")):
-        raise ExportError("tflite_int8_qat rebuilds the model from its architecture document; "
-                          "pass --architecture PATH to tfnas export.")
     e = config["export"]
-    path, history, _ = qat.train_and_convert(
-        Architecture.load(run.file("architecture.json")), model,
-        prepared.batches("full_train", True), run.file("models", "model_int8_qat.tflite"),
-        epochs=e["qat_epochs"], learning_rate=e["qat_learning_rate"],
-        representative_data=[calibration], calibration_steps=len(calibration))
+    path = run.file("models", "model_int8_qat.tflite")
+    common = {"epochs": e["qat_epochs"], "learning_rate": e["qat_learning_rate"],
+              "representative_data": [calibration], "calibration_steps": len(calibration)}
+    if e["qat_backend"] == "native":
+        from tfnas.deploy import quantize  # pylint: disable=import-outside-toplevel
+
+        _, history, _ = quantize.train_and_convert(
+            model, prepared.batches("full_train", True), path,
+            workdir=run.file("checkpoints"), **common)
+    else:
+        try:
+            from tfnas.deploy import qat  # pylint: disable=import-outside-toplevel
+        except ImportError as err:
+            raise ExportError(f"tflite_int8_qat with export.qat_backend 'tfmot': {err}; or "
+                              "use export.qat_backend 'native'.") from None
+        if not os.path.exists(run.file("architecture.json")):
+            raise ExportError("tflite_int8_qat with the tfmot backend rebuilds the model from "
+                              "its architecture document; pass --architecture PATH to tfnas "
+                              "export.")
+        _, history, _ = qat.train_and_convert(
+            Architecture.load(run.file("architecture.json")), model,
+            prepared.batches("full_train", True), path, **common)
     run.write_json(os.path.join("logs", "qat_history.json"), history)
     return path
 

@@ -5,5 +5,8 @@ from tfnas.spaces.base import (SearchSpace, SearchSpaceError, available_spaces, 
 from tfnas.spaces.grunas import GrunasSpace
 from tfnas.spaces.resnet import ResNet50Space
 
-__all__ = ["GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
+# The space of a config that names none.
+DEFAULT_SPACE = GrunasSpace.name
+
+__all__ = ["DEFAULT_SPACE", "GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
            "available_spaces", "get_space", "register_space"]

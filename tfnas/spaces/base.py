@@ -60,6 +60,10 @@ class SearchSpace:
 
     name = None
     defaults = {}
+    # Whether `build_model(layer_set=...)` can take the tf_keras layer set of the tfmot
+    # quantization backend (`tfnas.deploy.qat`). Native QAT (`tfnas.deploy.quantize`)
+    # rewrites the built Keras 3 model and needs nothing from the space.
+    tfmot_layer_set = False
 
     def __init__(self, **config):
         unknown = sorted(set(config) - set(self.defaults))

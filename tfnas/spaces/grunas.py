@@ -42,6 +42,7 @@ class GrunasSpace(SearchSpace):
     """
 
     name = "grunas"
+    tfmot_layer_set = True
     defaults = {
         "num_classes": 10,
         "input_shape": [32, 32, 3],
