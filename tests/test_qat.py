@@ -52,49 +52,8 @@ def _trained_tiny_model():
     train = data.pipeline(data.load().full_train.take(512), 64, training=True, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(train, epochs=2, verbose=0)
+    model.fit(train, epochs=1, verbose=0)
     return arch, model, train
-
-
-def test_calibrated_ranges_are_the_float_activations_ranges():
-    from tfnas.deploy import qat
-
-    arch, model, train = _trained_tiny_model()
-    x = data.load_bundled_arrays()["x_test"][:200].astype("float32")
-    twin = qat.rebuild_in_tf_keras(arch, model)
-    uncalibrated = qat.quantize(twin)
-    calibrated = qat.quantize(twin)
-    batches = [images for images, _ in train.take(4)]
-    qat.calibrate_ranges(calibrated, twin, batches)
-
-    # Every ReLU's range: the mean over the batches of its per-batch min and max, computed
-    # here on the Keras 3 model the twin was rebuilt from.
-    relus = [layer.name for layer in model.layers if isinstance(layer, keras.layers.ReLU)]
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in relus])
-    outputs = [probe(b) for b in batches]
-    for i, name in enumerate(relus):
-        wrapper = calibrated.get_layer("quant_" + name)
-        ranges = {w.name.rsplit("/", 1)[-1].split(":")[0]: float(w.numpy())
-                  for w in wrapper.non_trainable_weights if "output_m" in w.name}
-        assert ranges["output_min"] == 0.0
-        np.testing.assert_allclose(
-            ranges["output_max"], np.mean([float(keras.ops.max(o[i])) for o in outputs]),
-            rtol=1e-5)
-    # Weight ranges are the weights' (symmetric, per output channel), not tfmot's [-6, 6].
-    conv = calibrated.get_layer("quant_stem_conv")
-    kernel_max = [w for w in conv.non_trainable_weights if "kernel_max" in w.name][0]
-    np.testing.assert_allclose(
-        kernel_max.numpy(), np.abs(model.get_layer("stem_conv").kernel.numpy()).max((0, 1, 2)),
-        rtol=1e-6)
-
-    # tfmot's initial ranges wreck the model before any fine-tuning; calibrated ones do not.
-    def error(q):
-        reference = twin.predict(x, verbose=0)
-        return np.mean(np.abs(q.predict(x, verbose=0) - reference)) / np.std(reference)
-
-    calibrated_error, uncalibrated_error = error(calibrated), error(uncalibrated)
-    assert calibrated_error < 0.1
-    assert uncalibrated_error > 10 * calibrated_error  # 0.02 against 2.1 when written
 
 
 def test_quantization_aware_int8_tracks_the_float_model(tmp_path):
