@@ -12,8 +12,9 @@ from tfnas.deploy import quantize
 from tfnas.deploy.lowering import fold_batch_norms
 from tfnas.spaces import get_space
 
+# Six bottlenecks, three of them searched (scope s): every layer kind of the space, quickly.
 RESNET = {"stem": "cifar", "width_multiplier": 0.0625, "input_shape": [16, 16, 3],
-          "scope": "m", "activations": ["relu", "leaky_relu", "mish"]}
+          "scope": "s", "depths": [1, 1, 1, 3], "activations": ["relu", "leaky_relu", "mish"]}
 
 
 def _images(n, shape=(32, 32, 3), seed=0):
@@ -64,7 +65,7 @@ def test_quantize_aware_resnet_with_leaky_relu_and_mish_tracks_the_float_model()
     assert {"QuantConv2D", "QuantDense", "QuantizeOutput", "FoldedBatchNorm"} <= kinds
     # A convolution whose ReLU TFLite fuses keeps a float output; one before LeakyReLU or Mish
     # is an int8 tensor in the file, so it is quantized.
-    relu_fused = q.get_layer("layer1_0_1_conv")
+    relu_fused = q.get_layer("layer1_0_1_conv")  # conv -> BN (folded) -> ReLU
     assert not isinstance(relu_fused, quantize.QuantizeOutput)
     acts = [l for l in model.layers if l.name.endswith("_2_act")
             and not isinstance(l, keras.layers.ReLU)]

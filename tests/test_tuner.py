@@ -98,20 +98,12 @@ def test_bad_tuner_settings_are_one_line_errors(override, message):
 
 
 def test_tfnas_run_with_the_random_search_recipe(tmp_path):
-    import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
-
-    run_dir = tmp_path / "random"
-    args = [sys.executable, "-m", "tfnas.cli", "run", "--config", RANDOM, "--run_dir",
-            str(run_dir), "--verbose=0", "--set", 'search.tuner={"type": "random", '
-            '"max_trials": 2}', "--set", "train.epochs=1", "--set",
-            "export.formats=[]"]
-    for override in SMALL:
-        args += ["--set", override]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    arch = Architecture.load(str(run_dir / "architecture.json"))
+    """What `tfnas run --config configs/grunas_random.json` runs: search, train, export."""
+    config = load_config(RANDOM, [*SMALL, 'search.tuner={"type": "random", "max_trials": 2}',
+                                  "train.epochs=1", 'export.formats=["tflite_int8"]'])
+    run = RunDirectory(str(tmp_path / "random"))
+    run.save_config(config)
+    summary = pipeline.run_all(config, run, verbose=0)
+    arch = Architecture.load(run.file("architecture.json"))
     assert summary["choices"] == arch.choice_list() and arch.metadata["trials"] == 2
-    assert "train: 1 epochs" in result.stdout
+    assert "tflite_int8" in summary["exports"] and run.stage_done("run")
