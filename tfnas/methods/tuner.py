@@ -31,34 +31,47 @@ from tfnas.registry import Registry
 TUNERS = Registry("keras-tuner tuner")
 
 
-def _common(hypermodel, objective, seed, directory, project_name, overwrite,
-            max_consecutive_failed_trials):
-    return {"hypermodel": hypermodel, "objective": objective, "seed": seed,
-            "directory": directory, "project_name": project_name, "overwrite": overwrite,
-            "max_consecutive_failed_trials": max_consecutive_failed_trials}
-
-
-@TUNERS.register("random")
-def _random(max_trials=10, **common):
+# Every factory takes the tuner's settings by name (no **kwargs), so that
+# `TUNERS.check` rejects an argument the tuner does not take before a run starts.
+def _random(hypermodel, objective, seed, directory, project_name, overwrite,
+            max_consecutive_failed_trials, max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    return kt.RandomSearch(max_trials=max_trials, **_common(**common))
+    return kt.RandomSearch(hypermodel=hypermodel, objective=objective, seed=seed,
+                           directory=directory, project_name=project_name, overwrite=overwrite,
+                           max_consecutive_failed_trials=max_consecutive_failed_trials,
+                           max_trials=max_trials)
 
 
-@TUNERS.register("hyperband")
-def _hyperband(max_epochs=9, factor=3, hyperband_iterations=1, **common):
+def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
+               max_consecutive_failed_trials, max_epochs=9, factor=3, hyperband_iterations=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    return kt.Hyperband(max_epochs=max_epochs, factor=factor,
-                        hyperband_iterations=hyperband_iterations, **_common(**common))
+    return kt.Hyperband(hypermodel=hypermodel, objective=objective, seed=seed,
+                        directory=directory, project_name=project_name, overwrite=overwrite,
+                        max_consecutive_failed_trials=max_consecutive_failed_trials,
+                        max_epochs=max_epochs, factor=factor,
+                        hyperband_iterations=hyperband_iterations)
 
 
-@TUNERS.register("bayesian")
-def _bayesian(max_trials=10, num_initial_points=None, alpha=1e-4, beta=2.6, **common):
+def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
+              max_consecutive_failed_trials, max_trials=10, num_initial_points=None,
+              alpha=1e-4, beta=2.6):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    return kt.BayesianOptimization(max_trials=max_trials, num_initial_points=num_initial_points,
-                                   alpha=alpha, beta=beta, **_common(**common))
+    return kt.BayesianOptimization(
+        hypermodel=hypermodel, objective=objective, seed=seed, directory=directory,
+        project_name=project_name, overwrite=overwrite,
+        max_consecutive_failed_trials=max_consecutive_failed_trials, max_trials=max_trials,
+        num_initial_points=num_initial_points, alpha=alpha, beta=beta)
+
+
+TUNERS.register("random")(_random)
+TUNERS.register("hyperband")(_hyperband)
+TUNERS.register("bayesian")(_bayesian)
+# The settings tfnas passes to every tuner factory.
+TUNER_SETTINGS = ("hypermodel", "objective", "seed", "directory", "project_name", "overwrite",
+                  "max_consecutive_failed_trials")
 
 
 COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
@@ -121,19 +134,7 @@ class TunerSearch(SearchMethod):
         except ConfigError as err:
             raise ConfigError(f"search.optimizer: {err}") from None
         try:
-            name, arguments = TUNERS.check(s["tuner"])
-            common = {k: None for k in ("hypermodel", "objective", "seed", "directory",
-                                        "project_name", "overwrite",
-                                        "max_consecutive_failed_trials")}
-            TUNERS.check({"type": name, **arguments}, **common)
-            import inspect  # pylint: disable=import-outside-toplevel
-
-            allowed = set(inspect.signature(TUNERS.resolve(name)).parameters) - {"common"}
-            unknown = sorted(set(arguments) - allowed)
-            if unknown:
-                raise ConfigError(f"Bad arguments for the keras-tuner tuner {name!r}: got an "
-                                  f"unexpected keyword argument {unknown[0]!r}; it takes "
-                                  f"{sorted(allowed)}.")
+            TUNERS.check(s["tuner"], **dict.fromkeys(TUNER_SETTINGS))
         except ConfigError as err:
             raise ConfigError(f"search.tuner: {err}") from None
         table = s["constraints"]["latency_table"]
@@ -162,11 +163,11 @@ class TunerSearch(SearchMethod):
         objective = s["objective"]
         if s["constraints"]["mode"] == "penalty":
             objective = kt.Objective("score", "max")
-        arguments = dict(TUNERS.split(s["tuner"])[1])
-        if TUNERS.split(s["tuner"])[0] == "hyperband":
+        name, arguments = TUNERS.split(s["tuner"])
+        if name == "hyperband":
             arguments.setdefault("max_epochs", s["trial_epochs"])
         hypermodel = _hypermodel(self)
-        tuner = TUNERS.get({"type": TUNERS.split(s["tuner"])[0], **arguments},
+        tuner = TUNERS.get({"type": name, **arguments},
                            hypermodel=hypermodel, objective=objective,
                            seed=self.config["seed"], overwrite=overwrite,
                            directory=os.path.join(run_path, "checkpoints"), project_name="tuner",
