@@ -10,7 +10,6 @@ override (`search.penalty.beta=1.0`) changes one key.
 import copy
 import difflib
 import json
-import math
 
 from tfnas import schema
 from tfnas.errors import ConfigError  # noqa: F401  (raised by every config check)
@@ -228,12 +227,10 @@ def validate(config):
     if data["dataset"] == "bundled" and data["data_dir"] is not None:
         raise ConfigError("data.data_dir is for tfds datasets; the bundled set ships with "
                           "tfnas. Remove data.data_dir or name a tfds dataset.")
-    value = config["train"]["optimizer"].get("learning_rate")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"train.optimizer.learning_rate must be a positive number, got "
-                          f"{value!r}.")
     from tfnas.methods import fill_section  # pylint: disable=import-outside-toplevel
+    from tfnas.optimizers import check_learning_rate  # pylint: disable=import-outside-toplevel
+
+    check_learning_rate("train.optimizer", config["train"]["optimizer"])
     from tfnas.spaces import DEFAULT_SPACE  # pylint: disable=import-outside-toplevel
 
     config["search"] = fill_section(config["search"])

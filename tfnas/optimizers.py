@@ -13,6 +13,17 @@ for _name, _cls in (("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Ada
 SCHEDULES = ("constant", "cosine")
 
 
+def check_learning_rate(section, optimizer):
+    """`optimizer["learning_rate"]` is a positive finite number; else a ConfigError naming
+    `section` (e.g. "search.optimizer")."""
+    import math  # pylint: disable=import-outside-toplevel
+
+    value = optimizer.get("learning_rate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{section}.learning_rate must be a positive number, got {value!r}.")
+
+
 def make_optimizer(config, total_steps):
     """A Keras optimizer from `{"name", "learning_rate", "schedule", **arguments}`.
 

@@ -19,7 +19,7 @@ from tfnas.costs import COSTS
 from tfnas.errors import ConfigError
 from tfnas.layers import mixing as mixing_rules
 from tfnas.methods.base import SearchMethod, register_method
-from tfnas.optimizers import make_optimizer
+from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.search_model import SearchModel
 
 
@@ -78,7 +78,7 @@ class DifferentiableSearch(SearchMethod):
                 f"search.epochs ({section['epochs']}): otherwise no architecture step ever "
                 "runs.")
         for key in ("optimizer", "arch_optimizer"):
-            _check_learning_rate(f"search.{key}", section[key])
+            check_learning_rate(f"search.{key}", section[key])
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
@@ -188,12 +188,3 @@ def _prefixed(section, function, *args, **kwargs):
         return function(*args, **kwargs)
     except ConfigError as err:
         raise ConfigError(f"{section}: {err}") from None
-
-
-def _check_learning_rate(section, optimizer):
-    import math  # pylint: disable=import-outside-toplevel
-
-    value = optimizer.get("learning_rate")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{section}.learning_rate must be a positive number, got {value!r}.")

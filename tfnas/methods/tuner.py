@@ -23,7 +23,7 @@ from tfnas.costs import LatencyCost, count_parameters
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
 from tfnas.methods.base import SearchMethod, register_method
-from tfnas.optimizers import make_optimizer
+from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 
 # keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
@@ -121,10 +121,7 @@ class TunerSearch(SearchMethod):
             raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
                               "a latency limit needs a latency table of the space (tfnas "
                               "latency-table), and a table needs the limit.")
-        lr = section["optimizer"].get("learning_rate")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-            raise ConfigError(f"search.optimizer.learning_rate must be a positive number, got "
-                              f"{lr!r}.")
+        check_learning_rate("search.optimizer", section["optimizer"])
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
