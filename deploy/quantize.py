@@ -142,18 +142,63 @@ class QuantDense(keras.layers.Dense):
 
 class QuantGroupedConv2D(GroupedConv2D):
     """`GroupedConv2D` whose group kernels are fake-quantized with one range for the layer
-    (the per-tensor scale of the kernels as one weight)."""
+    (the per-tensor scale of the kernels as one weight).
 
-    def call(self, inputs):
+    With a bias, TFLite runs the layer as it is written: one CONV_2D per group, a
+    CONCATENATION (an int8 tensor with a scale of its own) and an int8 ADD of the bias; both
+    roundings are simulated here.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.use_bias and self.groups > 1:
+            self.concatenated = ActivationQuantizer(name=f"{self.name}_concatenated")
+            self.concatenated.build(self.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
         bound = ops.stop_gradient(ops.maximum(
             ops.max(ops.stack([ops.max(ops.abs(k)) for k in self.kernels])), 1e-8))
-        real = self.kernels
+        kernels, bias, use_bias = self.kernels, self.bias, self.use_bias
         try:
             self.kernels = [fake_quant(k, -bound, bound, num_bits=8, narrow_range=True)
-                            for k in real]
-            return super().call(inputs)
+                            for k in kernels]
+            if self.groups == 1:
+                return super().call(inputs)
+            self.use_bias = False
+            outputs = super().call(inputs)
         finally:
-            self.kernels = real
+            self.kernels, self.use_bias = kernels, use_bias
+        if not use_bias:
+            return outputs
+        return self.concatenated(outputs, training=training) + _as_int8_constant(bias)
+
+
+class QuantNormalization(keras.layers.Normalization):
+    """`Normalization` as int8 TFLite runs it: SUB, a rounded int8 tensor, then MUL.
+
+    The centered tensor has a scale of its own in TFLite; quantizing it here too keeps the
+    fine-tuned model and the int8 file in step from the first layer on.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.centered = ActivationQuantizer(name=f"{self.name}_centered")
+        self.centered.build(input_shape)
+
+    def call(self, inputs, training=None):
+        if self.invert:
+            return super().call(inputs)
+        scale = 1.0 / ops.maximum(ops.sqrt(self.variance), keras.backend.epsilon())
+        centered = self.centered(ops.subtract(inputs, _as_int8_constant(self.mean)),
+                                 training=training)
+        return ops.multiply(centered, _as_int8_constant(scale))
+
+
+def _as_int8_constant(values):
+    """A constant operand as int8 TFLite stores it: 8 bits over its range, 0 included."""
+    values = ops.convert_to_tensor(values)
+    return fake_quant(values, ops.minimum(ops.min(values), 0.0),
+                      ops.maximum(ops.max(values), 0.0), num_bits=8)
 
 
 class FoldedBatchNorm(keras.layers.Layer):
@@ -169,7 +214,8 @@ class FoldedBatchNorm(keras.layers.Layer):
 
 QUANTIZE_AWARE = {keras.layers.Conv2D: QuantConv2D,
                   keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
-                  keras.layers.Dense: QuantDense, GroupedConv2D: QuantGroupedConv2D}
+                  keras.layers.Dense: QuantDense, GroupedConv2D: QuantGroupedConv2D,
+                  keras.layers.Normalization: QuantNormalization}
 # Layers that only move values: int8 TFLite keeps their input's scale.
 PASS_THROUGH = (keras.layers.ZeroPadding2D, keras.layers.Identity, FoldedBatchNorm,
                 keras.layers.MaxPooling2D,
@@ -194,7 +240,11 @@ def _fused_relu(layer):
 def _output_quantized(layer):
     if isinstance(layer, PASS_THROUGH):
         return False
-    if isinstance(layer, CONVOLUTIONS):
+    # TFLite fuses a ReLU into a convolution or an addition before it (a grouped convolution
+    # with a bias ends in one); a concatenation stays an int8 tensor before the ReLU.
+    if isinstance(layer, keras.layers.Add) or (
+            isinstance(layer, CONVOLUTIONS)
+            and (getattr(layer, "groups", 1) == 1 or layer.use_bias)):
         consumers = _consumers(layer)
         while len(consumers) == 1 and isinstance(consumers[0], (keras.layers.Identity,
                                                                 FoldedBatchNorm)):
@@ -283,7 +333,11 @@ def quantize_model(model):
         if layer.weights:
             target = quantized.get_layer(layer.name)
             inner = target.layer if isinstance(target, QuantizeOutput) else target
-            inner.set_weights(layer.get_weights())
+            quantizer_variables = {id(v) for q in inner._flatten_layers(include_self=False)  # noqa
+                                   for v in q.weights}
+            own = [v for v in inner.weights if id(v) not in quantizer_variables]
+            for variable, value in zip(own, layer.get_weights(), strict=True):
+                variable.assign(value)
     _share_concatenation_ranges(quantized)
     return quantized
 
@@ -315,9 +369,9 @@ def _share_concatenation_ranges(model):
 def quantizers(model):
     """The activation quantizers of a quantize-aware model, each once."""
     found = {}
-    for layer in model.layers:
-        if isinstance(layer, QuantizeOutput):
-            owner = layer.quantizer._owner  # pylint: disable=protected-access
+    for layer in model._flatten_layers(include_self=False):  # pylint: disable=W0212
+        if isinstance(layer, ActivationQuantizer):
+            owner = layer._owner  # pylint: disable=protected-access
             found[id(owner)] = owner
     return list(found.values())
 

@@ -98,12 +98,18 @@ def test_native_qat_int8_file_reproduces_the_fake_quantized_model(tmp_path):
         model, train, str(tmp_path / "qat.tflite"), epochs=1,
         representative_data=[calibration], calibration_steps=64)
     assert len(history["loss"]) == 1
-    fake_quant = np.argmax(keras.ops.convert_to_numpy(q(x)), -1)
-    tflite = np.argmax([deploy.Runner(path)(im) for im in x], -1)
-    assert np.mean(fake_quant == tflite) >= 0.9
+    fake_quant = keras.ops.convert_to_numpy(q(x))
+    runner = deploy.Runner(path)
+    tflite = np.array([runner(im) for im in x]).reshape(fake_quant.shape)
     interpreter = deploy.interpreter(path)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    # Every rounding of the int8 file is simulated (the normalization's centered tensor and
+    # int8 constants, a grouped convolution's concatenation before its bias): the logits agree
+    # to the last bit but for rounding ties (was 0.63 LSB on average, 3 at most, before).
+    lsb = np.abs(fake_quant - tflite) / interpreter.get_output_details()[0]["quantization"][0]
+    assert np.mean(lsb) <= 0.3 and np.max(lsb) <= 2.01, (np.mean(lsb), np.max(lsb))
+    assert np.mean(fake_quant.argmax(-1) == tflite.argmax(-1)) >= 0.97
     assert not any(op.startswith("Flex") for op in deploy.op_names(path))
     # No larger than the post-training int8 file of the same model (per-tensor weights).
     saved = deploy.export_saved_model(fold_batch_norms(model), str(tmp_path / "sm"))
