@@ -7,13 +7,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=["tfnas", "tfnas.data", "tfnas.methods", "tfnas.spaces", "tfnas.layers", "tfnas.deploy"],
+    packages=["tfnas", "tfnas.data", "tfnas.methods", "tfnas.spaces", "tfnas.tuners", "tfnas.layers", "tfnas.deploy"],
     package_dir={"tfnas": "tfnas", "tfnas.layers": "layers", "tfnas.deploy": "deploy"},
     package_data={"tfnas.data": ["*.npz"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "keras-tuner>=1.4.7,<1.5",
+        "scikit-learn>=1.5,<2",  # keras-tuner's BayesianOptimization (search.tuner "bayesian")
         "tensorflow-datasets>=4.9.9,<5",
         "importlib_resources>=6",  # tfds downloads need it but do not declare it
         # tensorflow-model-optimization 0.8 pins absl-py~=1.2.

@@ -1,0 +1,184 @@
+"""EnasOracle: the ENAS controller as a keras-tuner Oracle, with real keras-tuner tuners."""
+
+import json
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from tfnas.tuners import EnasOracle
+
+MAX = kt.Objective("reward", "max")
+
+
+class LookupTuner(kt.Tuner):
+    """Each trial's reward is `reward(values)`; records the values in order."""
+
+    def __init__(self, reward, **kwargs):
+        super().__init__(**kwargs)
+        self.reward, self.seen = reward, []
+
+    def run_trial(self, trial, *args, **kwargs):
+        values = dict(trial.hyperparameters.values)
+        self.seen.append(values)
+        return {"reward": self.reward(values)}
+
+
+def _space(hp):
+    hp.Choice("op", ["conv3", "conv5", "pool"])
+    hp.Int("width", 8, 32, step=8)
+    hp.Boolean("skip")
+    hp.Fixed("depth", 3)
+    with hp.conditional_scope("op", ["pool"]):
+        hp.Choice("pool_size", [2, 3])
+
+
+def _tuner(tmp_path, reward, name="t", overwrite=True, build=_space, **oracle):
+    oracle.setdefault("objective", MAX)
+    oracle.setdefault("seed", 7)
+    return LookupTuner(reward, oracle=EnasOracle(**oracle), hypermodel=build,
+                       directory=str(tmp_path), project_name=name, overwrite=overwrite)
+
+
+def test_samples_valid_architectures_of_any_space(tmp_path):
+    tuner = _tuner(tmp_path, lambda v: 0.0, max_trials=25, resample_seen=0)
+    tuner.search(verbose=0)
+    assert len(tuner.seen) == 25
+    for values in tuner.seen:
+        assert values["op"] in ("conv3", "conv5", "pool")
+        assert values["width"] in (8, 16, 24, 32) and isinstance(values["width"], int)
+        assert values["skip"] in (False, True) and values["depth"] == 3
+        # The conditional decision is taken exactly when its parent selects it.
+        assert ("pool_size" in values) == (values["op"] == "pool")
+    assert {v["op"] for v in tuner.seen} == {"conv3", "conv5", "pool"}
+    decisions = tuner.oracle.get_state()["enas"]["trial_decisions"]
+    assert all(len(d) == (4 if v["op"] == "pool" else 3)
+               for d, v in zip(decisions.values(), tuner.seen))
+
+
+def test_reinforce_moves_probability_to_the_rewarded_choice(tmp_path):
+    def reward(values):
+        return 1.0 if values["op"] == "pool" else 0.0
+
+    tuner = _tuner(tmp_path, reward, max_trials=60, learning_rate=0.1,
+                   samples_per_update=5, resample_seen=0)
+    before = tuner.oracle.probabilities()["op"]["pool"]
+    tuner.search(verbose=0)
+    after = tuner.oracle.probabilities()["op"]["pool"]
+    assert tuner.oracle.updates == 12 and tuner.oracle.samples == 60
+    assert after > before + 0.1, (before, after)
+    # The op decision's logits are capped at 0.44·tanh: ENAS keeps exploring.
+    assert after < np.exp(0.44) / (np.exp(0.44) + 2 * np.exp(-0.44)) + 1e-6
+
+
+def test_an_objective_to_minimize_rewards_the_lowest_score(tmp_path):
+    def loss(values):
+        return 0.0 if values["op"] == "conv5" else 1.0
+
+    tuner = _tuner(tmp_path, loss, max_trials=60, learning_rate=0.1, samples_per_update=5,
+                   objective=kt.Objective("reward", "min"), resample_seen=0)
+    tuner.search(verbose=0)
+    p = tuner.oracle.probabilities()["op"]
+    assert p["conv5"] == max(p.values()) and p["conv5"] > 0.4, p
+
+
+def test_failed_trials_get_the_configured_reward(tmp_path):
+    def reward(values):
+        if values["op"] == "conv3":
+            raise kt.errors.FailedTrialError("infeasible")
+        return 0.5
+
+    tuner = _tuner(tmp_path, reward, max_trials=40, learning_rate=0.1, samples_per_update=5,
+                   failed_reward=-1.0, max_consecutive_failed_trials=40, resample_seen=0)
+    tuner.search(verbose=0)
+    assert tuner.oracle.samples == 40
+    p = tuner.oracle.probabilities()["op"]
+    assert p["conv3"] < 0.25, p
+
+
+def test_state_round_trip_gives_identical_next_samples(tmp_path):
+    reward = lambda v: float(v["width"]) / 32 + (v["op"] == "pool")  # noqa: E731
+    tuner = _tuner(tmp_path, reward, max_trials=13, samples_per_update=5)
+    tuner.search(verbose=0)
+    state = json.loads(json.dumps(tuner.oracle.get_state()))  # what oracle.json holds
+    copy = EnasOracle(objective=MAX, seed=7)
+    copy.trials = tuner.oracle.trials
+    copy.set_state(state)
+    assert copy.get_state()["enas"] == tuner.oracle.get_state()["enas"]
+    first = [tuner.oracle.populate_space(f"x{i}")["values"] for i in range(5)]
+    second = [copy.populate_space(f"x{i}")["values"] for i in range(5)]
+    assert first == second
+
+
+def test_resume_with_overwrite_false_continues_the_same_search(tmp_path):
+    reward = lambda v: float(v["width"]) / 32 + (v["op"] == "pool")  # noqa: E731
+    whole = _tuner(tmp_path, reward, name="whole", max_trials=24, samples_per_update=5)
+    whole.search(verbose=0)
+    first = _tuner(tmp_path, reward, name="cut", max_trials=12, samples_per_update=5)
+    first.search(verbose=0)
+    # A new process would build everything again: a new tuner on the same project.
+    rest = _tuner(tmp_path, reward, name="cut", overwrite=False, max_trials=24,
+                  samples_per_update=5)
+    rest.search(verbose=0)
+    assert first.seen + rest.seen == whole.seen
+    assert rest.oracle.get_state()["enas"]["controller"] == \
+        whole.oracle.get_state()["enas"]["controller"]
+    assert rest.oracle.updates == whole.oracle.updates == 4
+
+
+def test_works_with_an_ordinary_tuner_and_hypermodel(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
+
+    def build_model(hp):
+        model = keras.Sequential([keras.Input((4,)),
+                                  keras.layers.Dense(hp.Choice("units", [4, 8]),
+                                                     activation=hp.Choice("act",
+                                                                          ["relu", "tanh"])),
+                                  keras.layers.Dense(2)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    tuner = kt.Tuner(oracle=EnasOracle(objective="val_accuracy", max_trials=3, seed=1),
+                     hypermodel=build_model, directory=str(tmp_path), project_name="plain")
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    best = tuner.get_best_hyperparameters()[0]
+    assert best.get("units") in (4, 8) and best.get("act") in ("relu", "tanh")
+    tuner.results_summary()
+    assert "val_accuracy" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    def no_choices(hp):
+        hp.Fixed("depth", 3)
+
+    with pytest.raises(ValueError, match="no choices"):
+        _tuner(tmp_path, lambda v: 0.0, build=no_choices, max_trials=2).search(verbose=0)
+
+    def continuous(hp):
+        hp.Float("lr", 1e-4, 1e-1)
+
+    with pytest.raises(ValueError, match="hp.Float 'lr' has no step"):
+        _tuner(tmp_path, lambda v: 0.0, build=continuous, max_trials=2).search(verbose=0)
+
+    # A state saved by a search over another space: caught against the space the oracle was
+    # given (keras-tuner does not rebuild the hypermodel's space when it reloads), and against
+    # any hyperparameter a trial declares anew.
+    saved = _tuner(tmp_path, lambda v: 0.0, name="p", max_trials=2)
+    saved.search(verbose=0)
+    other = kt.HyperParameters()
+    other.Choice("op", ["a", "b"])
+    with pytest.raises(ValueError, match="'op' takes \\['a', 'b'\\].*another search space"):
+        EnasOracle(objective=MAX, hyperparameters=other).set_state(saved.oracle.get_state())
+    with pytest.raises(ValueError, match="'op' takes \\['a', 'b'\\].*another search space"):
+        saved.oracle.update_space(other)
+
+    LookupTuner(lambda v: 0.0, oracle=kt.oracles.RandomSearchOracle(objective=MAX,
+                                                                     max_trials=1),
+                hypermodel=_space, directory=str(tmp_path), project_name="r").search(verbose=0)
+    with pytest.raises(ValueError, match="holds no controller"):
+        _tuner(tmp_path, lambda v: 0.0, name="r", overwrite=False, max_trials=2)
+    with pytest.raises(ValueError, match="samples_per_update"):
+        EnasOracle(objective=MAX, samples_per_update=0)
