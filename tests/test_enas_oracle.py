@@ -182,3 +182,18 @@ def test_bad_input_is_a_clear_error(tmp_path):
         _tuner(tmp_path, lambda v: 0.0, name="r", overwrite=False, max_trials=2)
     with pytest.raises(ValueError, match="samples_per_update"):
         EnasOracle(objective=MAX, samples_per_update=0)
+
+
+def test_the_tuner_method_offers_the_enas_controller(tmp_path):
+    from tfnas.errors import ConfigError
+    from tfnas.methods.tuner import TUNER_SETTINGS, TUNERS
+
+    TUNERS.check({"type": "enas", "learning_rate": 0.05}, **dict.fromkeys(TUNER_SETTINGS))
+    with pytest.raises(ConfigError, match="enas.*learning_rat"):
+        TUNERS.check({"type": "enas", "learning_rat": 0.05}, **dict.fromkeys(TUNER_SETTINGS))
+    tuner = TUNERS.get({"type": "enas", "max_trials": 3, "samples_per_update": 2},
+                       hypermodel=_space, objective="val_accuracy", seed=3,
+                       directory=str(tmp_path), project_name="m", overwrite=True,
+                       max_consecutive_failed_trials=5)
+    assert isinstance(tuner.oracle, EnasOracle)
+    assert (tuner.oracle.samples_per_update, tuner.oracle.learning_rate) == (2, 0.0035)

@@ -7,8 +7,8 @@ accuracy. Costs constrain the trials: with `constraints.mode: "reject"` an
 architecture over a limit is not trained and is reported to the oracle as a
 failed (infeasible) trial; with `"penalty"` it is trained and its objective is
 `val_accuracy - weight * sum(max(0, cost / limit - 1))`. Random search over
-a space is the baseline every NAS result needs; an oracle of one's own (the
-ENAS controller) plugs in as another entry of `TUNERS`.
+a space is the baseline every NAS result needs; `"enas"` runs the ENAS
+controller (`tfnas.tuners.EnasOracle`) as the oracle, without weight sharing.
 """
 
 import json
@@ -66,7 +66,34 @@ def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
         num_initial_points=num_initial_points, alpha=alpha, beta=beta)
 
 
+_UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's default
+
+
+def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
+          max_consecutive_failed_trials, max_trials=10, lstm_units=_UNSET,
+          tanh_constant=_UNSET, op_tanh_reduce=_UNSET, input_decisions=_UNSET,
+          temperature=_UNSET, entropy_weight=_UNSET, baseline_decay=_UNSET,
+          learning_rate=_UNSET, samples_per_update=_UNSET, failed_reward=_UNSET,
+          resample_seen=_UNSET):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
+
+    given = dict(lstm_units=lstm_units, tanh_constant=tanh_constant,
+                 op_tanh_reduce=op_tanh_reduce, input_decisions=input_decisions,
+                 temperature=temperature, entropy_weight=entropy_weight,
+                 baseline_decay=baseline_decay, learning_rate=learning_rate,
+                 samples_per_update=samples_per_update, failed_reward=failed_reward,
+                 resample_seen=resample_seen)
+    oracle = EnasOracle(objective=objective, max_trials=max_trials, seed=seed,
+                        max_consecutive_failed_trials=max_consecutive_failed_trials,
+                        **{k: v for k, v in given.items() if v is not _UNSET})
+    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                    project_name=project_name, overwrite=overwrite)
+
+
 TUNERS.register("random")(_random)
+TUNERS.register("enas")(_enas)
 TUNERS.register("hyperband")(_hyperband)
 TUNERS.register("bayesian")(_bayesian)
 # The settings tfnas passes to every tuner factory.
@@ -80,11 +107,12 @@ COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
 @register_method
 class TunerSearch(SearchMethod):
     """`search.method: "tuner"`: keras-tuner's RandomSearch, Hyperband or
-    BayesianOptimization over the space's blocks."""
+    BayesianOptimization, or the ENAS controller (`tfnas.tuners.EnasOracle`, each trial
+    trained on its own), over the space's blocks."""
 
     name = "tuner"
     defaults = {
-        # {"type": "random" | "hyperband" | "bayesian", and that tuner's arguments}
+        # {"type": "random" | "hyperband" | "bayesian" | "enas", and that tuner's arguments}
         "tuner": {"type": "random", "max_trials": 10},
         "trial_epochs": 3,       # training epochs of each trial (Hyperband: its max_epochs)
         "objective": "val_accuracy",
