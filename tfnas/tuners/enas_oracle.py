@@ -1,6 +1,8 @@
 """ENAS's controller as a keras-tuner Oracle."""
 
+import json
 import math
+import os
 
 import keras
 import keras_tuner as kt
@@ -9,6 +11,7 @@ import tensorflow as tf
 from keras_tuner.engine import hyperparameters as hp_types
 
 from tfnas.tuners.controller import Controller, decode, encode
+from tfnas.tuners.distributed import wait_for_chief
 
 # The most choices one decision may have (an hp.Int over a huge range is not a decision).
 MAX_CHOICES = 10_000
@@ -74,6 +77,10 @@ class EnasOracle(kt.Oracle):
             seen so far (a failure before any reward teaches nothing).
         resample_seen: draws allowed to find an architecture not tried yet
             before a repeat is accepted (0: repeats are fine, as in ENAS).
+        chief_timeout: on a keras-tuner worker (`KERASTUNER_TUNER_ID` other
+            than "chief"), seconds to wait for the chief before a
+            `ConnectionError` that names its address (keras-tuner itself
+            would wait an hour without a word).
 
     Example:
 
@@ -90,7 +97,9 @@ class EnasOracle(kt.Oracle):
                  max_consecutive_failed_trials=3, lstm_units=64, tanh_constant=1.10,
                  op_tanh_reduce=2.5, input_decisions=None, temperature=None,
                  entropy_weight=1e-4, baseline_decay=0.99, learning_rate=0.0035,
-                 samples_per_update=10, failed_reward=None, resample_seen=20):
+                 samples_per_update=10, failed_reward=None, resample_seen=20,
+                 chief_timeout=600):
+        wait_for_chief(chief_timeout)
         super().__init__(objective=objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, allow_new_entries=allow_new_entries,
                          tune_new_entries=tune_new_entries,
@@ -126,6 +135,7 @@ class EnasOracle(kt.Oracle):
         self.lowest_reward = None
         self._decisions = {}  # trial_id -> [[name, index], ...]
         self._pending = []  # [[trial_id, reward], ...] not yet in a controller step
+        self._rewarded = set()
 
     # -- the search space ------------------------------------------------------------------
     def _tanh_constants(self):
@@ -197,8 +207,9 @@ class EnasOracle(kt.Oracle):
         super().end_trial(trial)
         trial = self.trials[trial.trial_id]
         status = kt.engine.trial.TrialStatus
-        if trial.trial_id not in self._decisions or \
-                any(trial.trial_id == t for t, _ in self._pending):
+        # A trial is rewarded once, though keras-tuner may end it again (a retry after a chief
+        # restart).
+        if trial.trial_id not in self._decisions or trial.trial_id in self._rewarded:
             return
         if trial.status == status.COMPLETED and trial.score is not None and \
                 math.isfinite(trial.score):
@@ -213,6 +224,7 @@ class EnasOracle(kt.Oracle):
         else:  # INVALID: retried with the same values, rewarded then
             return
         self._pending.append([trial.trial_id, float(reward)])
+        self._rewarded.add(trial.trial_id)
         if len(self._pending) >= self.samples_per_update:
             self._update()
         self.save()
@@ -273,6 +285,13 @@ class EnasOracle(kt.Oracle):
         return result
 
     # -- state -----------------------------------------------------------------------------
+    def save(self):
+        _write_json_atomically(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        _write_json_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                               trial.get_state())
+
     def get_state(self):
         state = super().get_state()
         optimizer = None
@@ -288,6 +307,7 @@ class EnasOracle(kt.Oracle):
             "lowest_reward": self.lowest_reward,
             "trial_decisions": self._decisions,
             "pending": self._pending,
+            "rewarded": sorted(self._rewarded),
             "rng": self._rng.bit_generator.state,
         }
         return state
@@ -324,5 +344,19 @@ class EnasOracle(kt.Oracle):
         self.lowest_reward = enas["lowest_reward"]
         self._decisions = {k: [list(d) for d in v] for k, v in enas["trial_decisions"].items()}
         self._pending = [list(p) for p in enas["pending"]]
+        self._rewarded = set(enas["rewarded"])
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = enas["rng"]
+
+
+def _write_json_atomically(path, state):
+    """keras-tuner rewrites its JSON files in place: a chief killed while writing leaves a
+    truncated file that no restart can read. Local files are written whole, then renamed."""
+    if "://" in str(path):  # a remote file system (gs://...): tf.io.gfile writes it
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(json.dumps(state))
+        return
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(json.dumps(state))
+    os.replace(temporary, path)
