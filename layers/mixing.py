@@ -42,6 +42,10 @@ class MixingRule(keras.layers.Layer):
 
     # True for rules whose weight steps run only some candidates (see `executed`).
     partial_execution = False
+    # Whether the architecture logits learn from the loss. A rule whose path is chosen from
+    # outside (ENAS's controller picks it) does not: `SearchModel` then traces no
+    # architecture step, which would have no gradient.
+    learns_architecture = True
 
     def build_state(self, op):
         """Variables the rule keeps per mixed op (created in `op.build`); default none."""

@@ -169,6 +169,9 @@ class SearchModel(keras.Model):
                 "fit(train_data, arch_data=val_data) or build the data with "
                 "tfnas.data.search_schedule(train_data, val_data).")
         x, y, phase = data
+        if not any(rule.learns_architecture for rule in self.mixing_rules):
+            self._weight_step(x, y)  # every batch trains the weights of the chosen path
+            return self._logs()
         do_arch = ops.logical_and(ops.equal(phase, ARCHITECTURE), self.arch_updates_enabled)
         ops.cond(
             ops.equal(phase, WEIGHTS),
@@ -176,6 +179,9 @@ class SearchModel(keras.Model):
             lambda: ops.cond(do_arch, lambda: self._arch_step(x, y),
                              lambda: ops.convert_to_tensor(0)),
         )
+        return self._logs()
+
+    def _logs(self):
         logs = {m.name: m.result() for m in self.metrics}
         for rule in self.mixing_rules:
             logs.update({k: ops.convert_to_tensor(v) for k, v in rule.logged_values().items()})
