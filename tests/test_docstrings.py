@@ -11,7 +11,7 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.callbacks", "tfnas.spaces.grunas", "tfnas.search_model",
            "tfnas.layers.binary_gate", "tfnas.spaces.resnet", "tfnas.macs", "tfnas.backup",
            "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",
-           "tfnas.deploy.quantize"]
+           "tfnas.deploy.quantize", "tfnas.layers.chosen_path", "tfnas.tuners.controller"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -259,6 +259,19 @@ class EnasOracle(kt.Oracle):
         self.updates += 1
         self._pending = []
 
+    def most_likely_values(self):
+        """The controller's greedy architecture: each decision's most probable value given
+        the ones before it, as `{name: value}` (the space's Fixed values included)."""
+        decisions = self._decisions_of_space()
+        values = {}
+        for name, probabilities in self.probabilities().items():
+            options = decisions[name]
+            values[name] = options[int(np.argmax(list(probabilities.values())))]
+        for hp in self.hyperparameters.space:
+            if isinstance(hp, hp_types.Fixed):
+                values.setdefault(hp.name, hp.value)
+        return values
+
     def probabilities(self, values=None):
         """The controller's distribution of each decision along one path (`values`, a dict
         name → value, default: its most likely choices): `{name: {value: p}}`."""

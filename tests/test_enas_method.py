@@ -1,0 +1,103 @@
+"""`search.method: "enas"`: the EnasOracle drives one shared supernet through keras-tuner."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfnas import pipeline
+from tfnas.config import load_config
+from tfnas.errors import ConfigError
+from tfnas.run_dir import RunDirectory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "configs", "grunas_enas.json")
+SMALL = ["data.limit=96", "data.batch_size=48", "search.child_steps=2",
+         'space.config.widths=[[12,24],[24,24],[24,48]]', "space.config.candidates=[1,2,4]",
+         'search.controller={"learning_rate": 0.05, "samples_per_update": 3}']
+
+
+def _config(*overrides):
+    return load_config(RECIPE, [*SMALL, *overrides])
+
+
+def _search(path, *overrides, resume=False):
+    config = _config(*overrides)
+    run = RunDirectory(str(path), resume=resume)
+    if not resume:
+        run.save_config(config)
+    return pipeline.search(config, run, verbose=0), run
+
+
+def test_one_traced_step_serves_every_sampled_architecture(tmp_path):
+    (arch, supernet), run = _search(tmp_path / "run", "search.trials=9")
+    trials = json.load(open(run.file("logs", "trials.json"), encoding="utf-8"))
+    assert len(trials) == 9 and all(t["status"] == "COMPLETED" for t in trials)
+    assert len({json.dumps(t["choices"], sort_keys=True) for t in trials}) > 1
+    assert all(0.0 <= t["reward"] <= 1.0 for t in trials)
+    # The child step was traced once for all nine architectures (the path is a variable).
+    assert arch.metadata["child_step_traces"] == 1
+    assert arch.metadata["method"] == "enas" and arch.metadata["controller_updates"] == 3
+    assert set(arch.choices) == {"unit_1", "unit_2", "unit_3"}
+    # The derived network starts from the shared weights of its path (train.inherit).
+    model = arch.search_space().build_model(arch.choices)
+    assert pipeline.prepare(_config("search.trials=9")).method.inherit(supernet, arch, model)
+
+
+def test_a_killed_search_resumes_to_the_uninterrupted_result(tmp_path):
+    overrides = ["search.trials=8"]
+    (whole, _), whole_run = _search(tmp_path / "whole", *overrides)
+    # The same search in another process, killed (SIGKILL) after some trials...
+    path = tmp_path / "cut"
+    config = _config(*overrides)
+    run = RunDirectory(str(path))
+    run.save_config(config)
+    script = ("import sys; from tfnas import pipeline; from tfnas.config import load_config;"
+              "from tfnas.run_dir import RunDirectory;"
+              f"c = load_config({RECIPE!r}, {[*SMALL, *overrides]!r});"
+              f"pipeline.search(c, RunDirectory({str(path)!r}, resume=True), verbose=0)")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    oracle = path / "checkpoints" / "enas" / "oracle.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if len(json.loads(oracle.read_text())["end_order"]) >= 4:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, process.stderr.read()[-3000:]
+    assert 4 <= len(json.loads(oracle.read_text())["end_order"]) < 8
+    # ...and resumed here: the same architecture, trials and shared weights.
+    (resumed, supernet), run = _search(path, *overrides, resume=True)
+    assert resumed.choices == whole.choices
+    read = lambda r: json.load(open(r.file("logs", "trials.json"), encoding="utf-8"))  # noqa
+    assert read(run) == read(whole_run)
+    import h5py  # pylint: disable=import-outside-toplevel
+
+    def weights(r):
+        with h5py.File(r.file("checkpoints", "enas_supernet.weights.h5"), "r") as f:
+            values = []
+            f.visititems(lambda n, o: values.append(np.asarray(o)) if hasattr(o, "shape")
+                         else None)
+            return values
+
+    for a, b in zip(weights(run), weights(whole_run), strict=True):
+        np.testing.assert_array_equal(a, b)
+    del supernet
+
+
+def test_bad_enas_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="search.controller: unknown keys \\['lr'\\]"):
+        pipeline.prepare(_config('search.controller={"lr": 0.1}'))
+    with pytest.raises(ConfigError, match="samples_per_update"):
+        pipeline.prepare(_config('search.controller={"samples_per_update": 0}'))
+    with pytest.raises(ConfigError, match="search.trials"):
+        pipeline.prepare(_config("search.trials=0"))
