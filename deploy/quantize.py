@@ -29,6 +29,9 @@ from tfnas.deploy.tflite import ExportError, convert
 from tfnas.layers import ChannelShuffle, GroupedConv2D
 
 fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+# A BatchNormalization channel whose running variance is below this saw a constant input in
+# training (a dead channel): it folds to its bias alone (see `fold_all_batch_norms`).
+DEAD_VARIANCE = 1e-8
 
 
 def quantize_weight(kernel):
@@ -282,8 +285,13 @@ def fold_all_batch_norms(model):
         if layer.name in folds:
             bn = folds[layer.name]
             gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
-            scale = gamma / np.sqrt(var + bn.epsilon)
-            shift = beta - mean * scale
+            # A dead channel (constant input, variance ~0) keeps its output, the BN's beta,
+            # and drops its kernel: folded, that kernel is multiplied by gamma/sqrt(eps), and
+            # in a per-tensor scale it would round every live channel to zero and give
+            # XNNPACK a requantization ratio it refuses.
+            dead = var < DEAD_VARIANCE
+            scale = np.where(dead, 0.0, gamma / np.sqrt(var + bn.epsilon))
+            shift = np.where(dead, beta, beta - mean * scale)
             weights = layer.get_weights()
             bias = np.asarray(weights[-1], np.float64) if layer.use_bias else 0.0
             kernels = weights[:-1] if layer.use_bias else weights

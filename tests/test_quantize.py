@@ -150,3 +150,26 @@ def test_native_qat_exports_the_resnet50_space_to_int8(tmp_path):
     fake_quant = np.argmax(keras.ops.convert_to_numpy(q(images[:32])), -1)
     tflite = np.argmax([deploy.Runner(path)(im) for im in images[:32]], -1)
     assert np.mean(fake_quant == tflite) >= 0.75
+
+
+def test_a_dead_channel_folds_to_its_bias():
+    """A channel whose BatchNorm saw a constant (running variance ~0) folds to beta alone: its
+    kernel times gamma/sqrt(eps) would dwarf every live channel in a per-tensor scale (a
+    GRUNAS network trained on seed 1 ended with a folded kernel of 875 and a file XNNPACK
+    refused)."""
+    inputs = keras.Input((4, 4, 3))
+    conv = keras.layers.Conv2D(4, 1, use_bias=False)
+    bn = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, keras.layers.ReLU()(bn(conv(inputs))))
+    kernel = np.random.default_rng(0).normal(0, 0.3, (1, 1, 3, 4)).astype("float32")
+    kernel[0, 0, :, 0] = [5.0, 0.0, 0.0]  # channel 0 reads only input channel 0, always 0
+    conv.set_weights([kernel])
+    bn.set_weights([np.full(4, 2.0, "float32"), np.array([0.3, 0.1, -0.1, 0.2], "float32"),
+                    np.zeros(4, "float32"), np.array([0.0, 1.0, 0.5, 2.0], "float32")])
+    x = _images(8, (4, 4, 3)) / 255.0
+    x[..., 0] = 0.0
+    folded = quantize.fold_all_batch_norms(model)
+    folded_kernel = folded.get_layer(conv.name).get_weights()[0]
+    assert np.all(folded_kernel[..., 0] == 0) and np.max(np.abs(folded_kernel)) < 5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)),
+                               keras.ops.convert_to_numpy(model(x)), rtol=1e-5, atol=1e-5)
