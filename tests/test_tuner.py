@@ -83,7 +83,7 @@ def test_infeasible_trials_are_reported_to_the_oracle(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ('search.tuner={"type": "evolution"}', "search.tuner: Unknown keras-tuner tuner "
                                            "'evolution'; choose one of ['bayesian', "
-                                           "'hyperband', 'random']"),
+                                           "'enas', 'hyperband', 'random']"),
     ('search.tuner={"type": "random", "max_trails": 3}', "unexpected keyword argument "
                                                           "'max_trails'"),
     ("search.constraints.max_latency_ms=3", "max_latency_ms and latency_table go together"),

@@ -75,6 +75,15 @@ class SearchMethod:
         return False
 
 
+def prefixed(key, function, *args, **kwargs):
+    """`function(*args, **kwargs)`, with a `ConfigError` it raises prefixed by the config
+    `key` it concerns ("search.optimizer: ...")."""
+    try:
+        return function(*args, **kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
 def fill_section(section, prefix="search"):
     """The `search` section completed with its method's defaults, checked: unknown keys,
     schema, cross-key checks. Raises `ConfigError` naming the key."""

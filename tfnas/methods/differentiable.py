@@ -18,7 +18,7 @@ from tfnas.callbacks import ArchitectureLogger, ConvergenceStop
 from tfnas.costs import COSTS
 from tfnas.errors import ConfigError
 from tfnas.layers import mixing as mixing_rules
-from tfnas.methods.base import SearchMethod, register_method
+from tfnas.methods.base import SearchMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.search_model import SearchModel
 
@@ -84,11 +84,11 @@ class DifferentiableSearch(SearchMethod):
         super().__init__(config, prepared)
         s = self.section
         # Everything a config can get wrong is built here, before a run writes anything.
-        self.penalty = _prefixed("search.penalty", penalties.get, s["penalty"])
+        self.penalty = prefixed("search.penalty", penalties.get, s["penalty"])
         for key in ("optimizer", "arch_optimizer"):
-            _prefixed(f"search.{key}", make_optimizer, s[key], 1)
-        _prefixed("search.mixing", self.mixing_rule)
-        _, arguments = _prefixed("search.cost", COSTS.check, s["cost"], space=None)
+            prefixed(f"search.{key}", make_optimizer, s[key], 1)
+        prefixed("search.mixing", self.mixing_rule)
+        _, arguments = prefixed("search.cost", COSTS.check, s["cost"], space=None)
         if "table" in arguments:  # read it now: a missing table is an input error
             from tfnas.deploy.latency import load_table  # pylint: disable=import-outside-toplevel
 
@@ -102,7 +102,7 @@ class DifferentiableSearch(SearchMethod):
 
     def build_search_model(self):
         supernet = self.build_supernet()
-        cost = _prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
+        cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
                          supernet=supernet)
         return SearchModel(supernet, cost=cost, penalty=penalties.get(self.section["penalty"]))
 
@@ -182,9 +182,3 @@ class DifferentiableSearch(SearchMethod):
         architecture.search_space().inherit_weights(model, searched, architecture.choices)
         return True
 
-
-def _prefixed(section, function, *args, **kwargs):
-    try:
-        return function(*args, **kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{section}: {err}") from None

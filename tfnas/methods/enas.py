@@ -24,7 +24,7 @@ from tfnas import schema
 from tfnas.architecture import Architecture, from_choices
 from tfnas.errors import ConfigError
 from tfnas.layers.chosen_path import set_path
-from tfnas.methods.base import SearchMethod, register_method
+from tfnas.methods.base import SearchMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.search_model import WEIGHTS, SearchModel
 
@@ -67,11 +67,11 @@ class EnasSearch(SearchMethod):
         if unknown:
             raise ConfigError(f"search.controller: unknown keys {unknown}; EnasOracle takes "
                               f"{sorted(settings)}.")
+        prefixed("search.optimizer", make_optimizer, self.section["optimizer"], 1)
         try:
-            make_optimizer(self.section["optimizer"], 1)
             EnasOracle(objective="val_accuracy", **self.section["controller"])
-        except (ConfigError, ValueError, TypeError) as err:
-            raise ConfigError(f"search: {err}") from None
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"search.controller: {err}") from None
 
     # -- the pieces -------------------------------------------------------------------------
     def _search_model(self):

@@ -22,7 +22,7 @@ from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost, count_parameters
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
-from tfnas.methods.base import SearchMethod, register_method
+from tfnas.methods.base import SearchMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 
@@ -154,14 +154,8 @@ class TunerSearch(SearchMethod):
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
         s = self.section
-        try:
-            make_optimizer(s["optimizer"], 1)
-        except ConfigError as err:
-            raise ConfigError(f"search.optimizer: {err}") from None
-        try:
-            TUNERS.check(s["tuner"], **dict.fromkeys(TUNER_SETTINGS))
-        except ConfigError as err:
-            raise ConfigError(f"search.tuner: {err}") from None
+        prefixed("search.optimizer", make_optimizer, s["optimizer"], 1)
+        prefixed("search.tuner", TUNERS.check, s["tuner"], **dict.fromkeys(TUNER_SETTINGS))
         table = s["constraints"]["latency_table"]
         self.latency = LatencyCost.from_table(table, self.space) if table else None
 
