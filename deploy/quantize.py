@@ -27,6 +27,7 @@ from keras import ops
 from tfnas.deploy.saved_model import export_saved_model
 from tfnas.deploy.tflite import ExportError, convert
 from tfnas.layers import ChannelShuffle, GroupedConv2D
+from tfnas.layers.channel_shuffle import ChannelSplit
 
 fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 # A BatchNormalization channel whose running variance is below this saw a constant input in
@@ -107,7 +108,9 @@ class QuantizeOutput(keras.layers.Layer):
             self.layer.build(input_shape)
         self.quantizer.build(self.layer.compute_output_shape(input_shape))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
+        # A layer that takes a mask (Concatenate, Add) was recorded with one; none is used.
+        del mask
         return self.quantizer(self.layer(inputs), training=training)
 
     def compute_output_shape(self, input_shape):
@@ -223,7 +226,7 @@ QUANTIZE_AWARE = {keras.layers.Conv2D: QuantConv2D,
 PASS_THROUGH = (keras.layers.ZeroPadding2D, keras.layers.Identity, FoldedBatchNorm,
                 keras.layers.MaxPooling2D,
                 keras.layers.Reshape, keras.layers.Flatten, keras.layers.Dropout,
-                keras.layers.InputLayer, ChannelShuffle)
+                keras.layers.InputLayer, ChannelShuffle, ChannelSplit)
 CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, GroupedConv2D)
 
 

@@ -52,3 +52,35 @@ class ChannelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class ChannelSplit(keras.layers.Layer):
+    """Splits the channels into `parts` equal parts (TFLite SPLIT): ShuffleNet V2's units
+    process one half and pass the other.
+
+    Example:
+
+    >>> a, b = ChannelSplit()(keras.ops.ones((1, 2, 2, 6)))
+    >>> tuple(a.shape), tuple(b.shape)
+    ((1, 2, 2, 3), (1, 2, 2, 3))
+    """
+
+    def __init__(self, parts=2, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = int(parts)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] % self.parts:
+            raise ValueError(f"{self.name}: {input_shape[-1]} channels do not split into "
+                             f"{self.parts} equal parts.")
+
+    def call(self, inputs):
+        return ops.split(inputs, self.parts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        part = None if input_shape[-1] is None else input_shape[-1] // self.parts
+        return [(*input_shape[:-1], part) for _ in range(self.parts)]
+
+    def get_config(self):
+        return {**super().get_config(), "parts": self.parts}

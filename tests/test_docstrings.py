@@ -11,7 +11,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.callbacks", "tfnas.spaces.grunas", "tfnas.search_model",
            "tfnas.layers.binary_gate", "tfnas.spaces.resnet", "tfnas.macs", "tfnas.backup",
            "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",
-           "tfnas.deploy.quantize", "tfnas.layers.chosen_path", "tfnas.tuners.controller"]
+           "tfnas.deploy.quantize", "tfnas.layers.chosen_path", "tfnas.tuners.controller",
+           "tfnas.layers.min_pooling", "tfnas.spaces.shufflenasnet"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -4,9 +4,10 @@ from tfnas.spaces.base import (SearchSpace, SearchSpaceError, available_spaces, 
                                register_space)
 from tfnas.spaces.grunas import GrunasSpace
 from tfnas.spaces.resnet import ResNet50Space
+from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
 
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
 __all__ = ["DEFAULT_SPACE", "GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
-           "available_spaces", "get_space", "register_space"]
+           "ShuffleNasNetSpace", "available_spaces", "get_space", "register_space"]

@@ -1,0 +1,93 @@
+"""The ShuffleNASNet cell space: the shipped models' exact sizes, training, TFLite and int8."""
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from tfnas import deploy
+from tfnas.deploy import quantize
+from tfnas.spaces import SearchSpaceError, get_space
+from tfnas.spaces.shufflenasnet import CELL_A, CELL_B, OPS, PAPER_MODELS, cell_choices
+
+# Trainable parameters of the shipped cells in the paper's five models, exactly, and the
+# paper's (rounded) counts: the cells are ours (the paper's are in a figure), within 5 %.
+COUNTS = {"A_12_36": 236_422, "A_15_48": 485_866, "A_15_64": 834_698,
+          "B_15_96": 1_821_898, "B_15_128": 3_176_714}
+
+
+@pytest.mark.parametrize("model", sorted(COUNTS))
+def test_the_shipped_models_have_the_papers_sizes(model):
+    cell, per_stage, filters, paper = PAPER_MODELS[model]
+    space = get_space("shufflenasnet", {"filters": filters, "cells_per_stage": per_stage})
+    built = space.build_model(cell_choices(cell))
+    count = sum(int(np.prod(w.shape)) for w in built.trainable_weights)
+    assert count == COUNTS[model]
+    assert abs(count / paper - 1) < 0.05
+    # No biases in the cells: only the classifier has one.
+    assert [w.name for w in built.trainable_weights if w.name == "bias"] == ["bias"]
+
+
+def _small():
+    return get_space("shufflenasnet", {"filters": 8, "cells_per_stage": 1,
+                                       "input_shape": [16, 16, 3], "cell_blocks": 3})
+
+
+def test_every_op_trains_and_exports_to_builtin_tflite_and_int8(tmp_path):
+    space = _small()
+    # Every op once, on the cell input and on a block, in both cells.
+    choices = {"normal_0_input": 0, "normal_0_op": "min_pool_3x3",
+               "normal_1_input": 1, "normal_1_op": "sep_conv_5x5",
+               "normal_2_input": 0, "normal_2_op": "conv_1x1",
+               "reduce_0_input": 0, "reduce_0_op": "identity",
+               "reduce_1_input": 0, "reduce_1_op": "sep_conv_3x3",
+               "reduce_2_input": 2, "reduce_2_op": "max_pool_3x3"}
+    model = space.build_model(choices)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 10, 32)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
+    saved = deploy.export_saved_model(model, str(tmp_path / "sm"))
+    for mode in ("float32", "int8"):
+        path = deploy.convert(saved, str(tmp_path / f"{mode}.tflite"), mode,
+                              representative_data=[x], calibration_steps=16)
+        ops = set(deploy.op_names(path))
+        assert not any(op.startswith("Flex") for op in ops), ops
+        assert {"NEG", "MAX_POOL_2D", "DEPTHWISE_CONV_2D", "SPLIT"} <= ops
+        logits = deploy.Runner(path)(x[0])
+        assert np.asarray(logits).size == 10
+    qat, _, _ = quantize.train_and_convert(model, _dataset(x, y), str(tmp_path / "qat.tflite"),
+                                           epochs=0, representative_data=[x],
+                                           calibration_steps=16)
+    assert deploy.interpreter(qat).get_input_details()[0]["dtype"] == np.int8
+
+
+def _dataset(x, y):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def test_each_block_is_a_keras_tuner_choice():
+    space = _small()
+    hp = kt.HyperParameters()
+    choices = space.hyperparameters(hp)
+    space.validate_choices(choices)
+    assert hp.get("normal_2_input") == 0 and len(hp.space) == 12
+    assert [h.values for h in hp.space if h.name == "reduce_2_input"] == [[0, 1, 2]]
+    assert [h.values for h in hp.space if h.name == "normal_0_op"] == [list(OPS)]
+
+
+def test_bad_shufflenasnet_input_is_a_clear_error():
+    with pytest.raises(SearchSpaceError, match="filters=9 must be even"):
+        get_space("shufflenasnet", {"filters": 9})
+    space = get_space("shufflenasnet")
+    bad = {**cell_choices(CELL_A), "normal_1_input": 2}
+    with pytest.raises(SearchSpaceError, match="normal_1_input.*allowed: \\[0, 1\\]"):
+        space.build_model(bad)
+    with pytest.raises(SearchSpaceError, match="no weight-sharing supernet yet.*tuner"):
+        space.build_supernet()
+    assert cell_choices(CELL_B)["reduce_0_op"] == "sep_conv_5x5"
