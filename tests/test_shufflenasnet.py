@@ -1,15 +1,19 @@
 """The ShuffleNASNet cell space: the shipped models' exact sizes, training, TFLite and int8."""
 
+import os
+
 import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
 
 from tfnas import deploy
+from tfnas.architecture import Architecture
 from tfnas.deploy import quantize
 from tfnas.spaces import SearchSpaceError, get_space
 from tfnas.spaces.shufflenasnet import CELL_A, CELL_B, OPS, PAPER_MODELS, cell_choices
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Trainable parameters of the shipped cells in the paper's five models, exactly, and the
 # paper's (rounded) counts: the cells are ours (the paper's are in a figure), within 5 %.
 COUNTS = {"A_12_36": 236_422, "A_15_48": 485_866, "A_15_64": 834_698,
@@ -19,8 +23,13 @@ COUNTS = {"A_12_36": 236_422, "A_15_48": 485_866, "A_15_64": 834_698,
 @pytest.mark.parametrize("model", sorted(COUNTS))
 def test_the_shipped_models_have_the_papers_sizes(model):
     cell, per_stage, filters, paper = PAPER_MODELS[model]
-    space = get_space("shufflenasnet", {"filters": filters, "cells_per_stage": per_stage})
-    built = space.build_model(cell_choices(cell))
+    # The architecture document tfnas ships for the model (tfnas train --architecture ...).
+    arch = Architecture.load(os.path.join(ROOT, "configs", "architectures",
+                                          f"shufflenasnet_{model.lower()}.json"))
+    assert arch.choices == cell_choices(cell)
+    assert (arch.space_config["filters"], arch.space_config["cells_per_stage"]) == \
+        (filters, per_stage)
+    built = arch.search_space().build_model(arch.choices)
     count = sum(int(np.prod(w.shape)) for w in built.trainable_weights)
     assert count == COUNTS[model]
     assert abs(count / paper - 1) < 0.05
