@@ -1,7 +1,7 @@
 """Search methods, by name (`search.method`). See `tfnas.methods.base`."""
 
-from tfnas.methods.base import (DEFAULT_METHOD, METHODS, SearchMethod, fill_section,
-                                method_class, register_method)
+from tfnas.methods.base import (DEFAULT_METHOD, METHODS, SearchMethod, SupernetMethod,
+                                fill_section, method_class, register_method)
 from tfnas.methods import differentiable, enas, tuner  # noqa: F401  (registers the methods)
 
 
@@ -10,5 +10,5 @@ def get_method(config, prepared):
     return method_class(config["search"]["method"])(config, prepared)
 
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "SearchMethod", "fill_section", "get_method",
-           "method_class", "register_method"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "SearchMethod", "SupernetMethod", "fill_section",
+           "get_method", "method_class", "register_method"]

@@ -75,6 +75,17 @@ class SearchMethod:
         return False
 
 
+class SupernetMethod(SearchMethod):
+    """A method whose `searched` is a supernet: training starts from the weights of the
+    candidates the architecture chose (`SearchSpace.inherit_weights`)."""
+
+    def inherit(self, searched, architecture, model):
+        if searched is None:
+            return False
+        architecture.search_space().inherit_weights(model, searched, architecture.choices)
+        return True
+
+
 def prefixed(key, function, *args, **kwargs):
     """`function(*args, **kwargs)`, with a `ConfigError` it raises prefixed by the config
     `key` it concerns ("search.optimizer: ...")."""

@@ -18,13 +18,13 @@ from tfnas.callbacks import ArchitectureLogger, ConvergenceStop
 from tfnas.costs import COSTS
 from tfnas.errors import ConfigError
 from tfnas.layers import mixing as mixing_rules
-from tfnas.methods.base import SearchMethod, prefixed, register_method
+from tfnas.methods.base import SupernetMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.search_model import SearchModel
 
 
 @register_method
-class DifferentiableSearch(SearchMethod):
+class DifferentiableSearch(SupernetMethod):
     """`search.method: "differentiable"` (the default)."""
 
     name = "differentiable"
@@ -175,10 +175,3 @@ class DifferentiableSearch(SearchMethod):
                               f"{str(err)[:200]}); the search run was made with another config "
                               "or its file is damaged.") from None
         return supernet
-
-    def inherit(self, searched, architecture, model):
-        if searched is None:
-            return False
-        architecture.search_space().inherit_weights(model, searched, architecture.choices)
-        return True
-

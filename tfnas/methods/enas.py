@@ -24,13 +24,14 @@ from tfnas import schema
 from tfnas.architecture import Architecture, from_choices
 from tfnas.errors import ConfigError
 from tfnas.layers.chosen_path import set_path
-from tfnas.methods.base import SearchMethod, prefixed, register_method
+from tfnas.methods.base import SupernetMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
+from tfnas.run_dir import write_json_atomically
 from tfnas.search_model import WEIGHTS, SearchModel
 
 
 @register_method
-class EnasSearch(SearchMethod):
+class EnasSearch(SupernetMethod):
     """`search.method: "enas"`: ENAS weight sharing over any tfnas space."""
 
     name = "enas"
@@ -152,9 +153,7 @@ class EnasSearch(SearchMethod):
         with open(optimizer + ".tmp", "wb") as f:
             np.savez(f, *[keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
         os.replace(optimizer + ".tmp", optimizer)
-        with open(marker + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"trials_done": trials_done}, f)
-        os.replace(marker + ".tmp", marker)
+        write_json_atomically(marker, {"trials_done": trials_done})
 
     def _restore(self, run_path, model, tuner):
         """The supernet and optimizer as they were after the last saved trial; trials the
@@ -217,9 +216,3 @@ class EnasSearch(SearchMethod):
         supernet = Architecture.load(arch_path).search_space().build_supernet(mixing="chosen")
         supernet.load_weights(weights)
         return supernet
-
-    def inherit(self, searched, architecture, model):
-        if searched is None:
-            return False
-        architecture.search_space().inherit_weights(model, searched, architecture.choices)
-        return True

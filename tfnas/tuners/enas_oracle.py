@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import hyperparameters as hp_types
 
+from tfnas.run_dir import write_json_atomically
 from tfnas.tuners.controller import Controller, decode, encode
 from tfnas.tuners.distributed import wait_for_chief
 
@@ -369,7 +370,4 @@ def _write_json_atomically(path, state):
         with tf.io.gfile.GFile(path, "w") as f:
             f.write(json.dumps(state))
         return
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(json.dumps(state))
-    os.replace(temporary, path)
+    write_json_atomically(path, state)
