@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         "qat": ["tensorflow-model-optimization>=0.8.1,<0.9", "tf-keras>=2.21,<2.22"],
-        "test": ["pytest>=8", "tensorflow-model-optimization>=0.8.1,<0.9", "tf-keras>=2.21,<2.22"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5,<4", "tensorflow-model-optimization>=0.8.1,<0.9",
+                 "tf-keras>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tfnas=tfnas.cli:run_main"]},
 )
