@@ -133,7 +133,8 @@ class EnasSearch(SupernetMethod):
             self._logits = tf.function(lambda x: model.supernet(x, training=True)[0])
 
     def _child_and_reward(self, model, hp, trial_index):
-        set_path(model.supernet, self.space.hyperparameters(hp.copy()))
+        choices = self.space.hyperparameters(hp.copy())
+        set_path(model.supernet, self.space.supernet_path(choices))
         for _ in range(self.section["child_steps"]):
             self._step(next(self._train))
         x, y = self._val[trial_index % len(self._val)]
@@ -190,7 +191,7 @@ class EnasSearch(SupernetMethod):
         self.space.hyperparameters(hp)
         hp.values.update(values)
         choices = self.space.hyperparameters(hp)
-        set_path(model.supernet, choices)
+        set_path(model.supernet, self.space.supernet_path(choices))
         correct = [np.argmax(keras.ops.convert_to_numpy(self._logits(x)), -1)
                    == keras.ops.convert_to_numpy(y) for x, y in self._val]
         trials = [{"trial": t.trial_id, "status": str(t.status), "reward": t.score,

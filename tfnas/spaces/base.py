@@ -138,6 +138,14 @@ class SearchSpace:
         its own."""
         return {}
 
+    def supernet_path(self, choices):
+        """`{mixed op name: choice}` that runs architecture `choices` on the supernet
+        (`tfnas.layers.set_path`); default: one op per block, named after it. A space whose
+        supernet repeats a block's choice in several ops (one cell for every layer)
+        overrides it."""
+        self.validate_choices(choices)
+        return dict(choices)
+
     def hyperparameters(self, hp):
         """`{block: choice}` drawn from a keras-tuner `HyperParameters`, one `hp.Choice`
         per block named after it. Candidates that are not all numbers or all strings
