@@ -57,6 +57,18 @@ def test_samples_valid_architectures_of_any_space(tmp_path):
                for d, v in zip(decisions.values(), tuner.seen))
 
 
+def test_a_one_value_choice_takes_its_value_without_a_decision(tmp_path):
+    def build(hp):
+        hp.Choice("stem", [16])
+        hp.Choice("op", ["conv3", "pool"])
+
+    tuner = _tuner(tmp_path, lambda v: 0.0, build=build, max_trials=4)
+    tuner.search(verbose=0)
+    assert all(v["stem"] == 16 for v in tuner.seen)
+    assert set(tuner.oracle.probabilities()) == {"op"}
+    assert tuner.oracle.most_likely_values()["stem"] == 16
+
+
 def test_reinforce_moves_probability_to_the_rewarded_choice(tmp_path):
     def reward(values):
         return 1.0 if values["op"] == "pool" else 0.0
@@ -153,6 +165,7 @@ def test_works_with_an_ordinary_tuner_and_hypermodel(tmp_path, capsys):
 def test_bad_input_is_a_clear_error(tmp_path):
     def no_choices(hp):
         hp.Fixed("depth", 3)
+        hp.Choice("stem", [16])  # one value: nothing to decide
 
     with pytest.raises(ValueError, match="no choices"):
         _tuner(tmp_path, lambda v: 0.0, build=no_choices, max_trials=2).search(verbose=0)

@@ -150,12 +150,14 @@ class EnasOracle(kt.Oracle):
         decisions = {}
         for hp in self.hyperparameters.space:
             values = choices_of(hp)
-            if values is not None:
+            # A one-value choice decides nothing: it takes its value, as a Fixed does.
+            if values is not None and len(values) > 1:
                 decisions[hp.name] = values
         if not decisions:
             raise ValueError(
                 "EnasOracle: the search space has no choices (no hp.Choice, hp.Int or "
-                "hp.Boolean); the hypermodel must declare at least one.")
+                "hp.Boolean with two values or more); the hypermodel must declare at least "
+                "one.")
         for name, values in decisions.items():
             self.controller.add(name, len(values))
         return decisions
@@ -271,6 +273,8 @@ class EnasOracle(kt.Oracle):
         for hp in self.hyperparameters.space:
             if isinstance(hp, hp_types.Fixed):
                 values.setdefault(hp.name, hp.value)
+            elif hp.name not in decisions and choices_of(hp):  # a one-value choice
+                values.setdefault(hp.name, choices_of(hp)[0])
         return values
 
     def probabilities(self, values=None):
