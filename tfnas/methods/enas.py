@@ -127,10 +127,13 @@ class EnasSearch(SupernetMethod):
         if not hasattr(self, "_step"):
             import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-            # Traced once each: the path lives in variables, so no architecture retraces.
-            self._step = tf.function(model.train_step)
+            # Traced once each: the path lives in variables, so no architecture retraces,
+            # and the batch dimension is open, so an epoch's short last batch does not either.
+            self._step = tf.function(model.train_step, input_signature=[train.element_spec])
             # BatchNorm in training mode, as ENAS rewards: the shared statistics fit no path.
-            self._logits = tf.function(lambda x: model.supernet(x, training=True)[0])
+            val_images = self.prepared.batches("val", False).element_spec[0]
+            self._logits = tf.function(lambda x: model.supernet(x, training=True)[0],
+                                       input_signature=[val_images])
 
     def _child_and_reward(self, model, hp, trial_index):
         choices = self.space.hyperparameters(hp.copy())
