@@ -145,6 +145,22 @@ def test_optimizer_factory_errors_name_the_problem():
         make_optimizer({"name": "lamb", "learning_rate": 0.1}, 10)
     with pytest.raises(ValueError, match="Bad arguments for the optimizer 'sgd'"):
         make_optimizer({"name": "sgd", "learning_rate": 0.1, "betas": 0.9}, 10)
+    with pytest.raises(ConfigError, match="belong to the \"cosine_restarts\" schedule"):
+        make_optimizer({"name": "sgd", "learning_rate": 0.1, "cycles": 3}, 10)
+    with pytest.raises(ConfigError, match="cycles must be a positive integer"):
+        make_optimizer({"name": "sgd", "learning_rate": 0.1, "schedule": "cosine_restarts",
+                        "cycles": 0}, 10)
+
+
+def test_sgdr_fills_the_steps_with_cycles_each_twice_as_long():
+    # ENAS/ShuffleNASNets: six cycles of 10, 20, ..., 320 epochs make 630 epochs.
+    sgdr = make_optimizer({"name": "sgd", "learning_rate": 0.05, "schedule": "cosine_restarts",
+                           "cycles": 6, "t_mul": 2, "alpha": 0.01}, 630)
+    schedule = sgdr._learning_rate  # pylint: disable=protected-access
+    rate = [float(schedule(step)) for step in range(630)]
+    restarts = [step for step in range(1, 630) if rate[step] > rate[step - 1]]
+    assert restarts == [10, 30, 70, 150, 310]
+    assert rate[0] == pytest.approx(0.05, rel=1e-6) and min(rate) == pytest.approx(0.0005, rel=0.01)
 
 
 @pytest.mark.parametrize("override, message", [

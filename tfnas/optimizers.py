@@ -10,7 +10,8 @@ for _name, _cls in (("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Ada
                     ("adamw", keras.optimizers.AdamW), ("rmsprop", keras.optimizers.RMSprop)):
     OPTIMIZERS.register(_name)(_cls)
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cosine_restarts")
+RESTART_KEYS = {"cycles": 6, "t_mul": 2.0, "alpha": 0.0}
 
 
 def check_learning_rate(section, optimizer):
@@ -27,7 +28,10 @@ def check_learning_rate(section, optimizer):
 def make_optimizer(config, total_steps):
     """A Keras optimizer from `{"name", "learning_rate", "schedule", **arguments}`.
 
-    `schedule` is `"constant"` or `"cosine"` (decaying to 0 over `total_steps`).
+    `schedule` is `"constant"`, `"cosine"` (decaying to 0 over `total_steps`) or
+    `"cosine_restarts"` (SGDR, Loshchilov & Hutter, as ENAS trains: `cycles` cosine cycles
+    that fill `total_steps`, each `t_mul` times longer than the one before, decaying to
+    `alpha` times the learning rate; defaults 6, 2 and 0).
 
     Example:
 
@@ -40,9 +44,24 @@ def make_optimizer(config, total_steps):
     if schedule not in SCHEDULES:
         raise ConfigError(f"Unknown learning-rate schedule {schedule!r}; use one of "
                           f"{list(SCHEDULES)}.")
+    restarts = {k: config.pop(k) for k in RESTART_KEYS if k in config}
+    if restarts and schedule != "cosine_restarts":
+        raise ConfigError(f"{sorted(restarts)} belong to the \"cosine_restarts\" schedule, "
+                          f"not {schedule!r}.")
     if "learning_rate" not in config:
         raise ConfigError(f"The optimizer {config['name']!r} needs a learning_rate.")
     if schedule == "cosine":
         config["learning_rate"] = keras.optimizers.schedules.CosineDecay(
             config["learning_rate"], decay_steps=max(1, total_steps))
+    if schedule == "cosine_restarts":
+        restarts = {**RESTART_KEYS, **restarts}
+        cycles, t_mul = restarts["cycles"], restarts["t_mul"]
+        if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1 or \
+                isinstance(t_mul, bool) or not isinstance(t_mul, (int, float)) or t_mul < 1:
+            raise ConfigError(f"cosine_restarts: cycles must be a positive integer and t_mul "
+                              f">= 1, got {cycles!r} and {t_mul!r}.")
+        first = total_steps / sum(t_mul ** k for k in range(cycles))
+        config["learning_rate"] = keras.optimizers.schedules.CosineDecayRestarts(
+            config["learning_rate"], first_decay_steps=max(1, round(first)), t_mul=t_mul,
+            alpha=restarts["alpha"])
     return OPTIMIZERS.get(config)
