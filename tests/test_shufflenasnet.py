@@ -1,5 +1,6 @@
 """The ShuffleNASNet cell space: the shipped models' exact sizes, training, TFLite and int8."""
 
+import json
 import os
 
 import keras
@@ -97,6 +98,36 @@ def test_bad_shufflenasnet_input_is_a_clear_error():
     bad = {**cell_choices(CELL_A), "normal_1_input": 2}
     with pytest.raises(SearchSpaceError, match="normal_1_input.*allowed: \\[0, 1\\]"):
         space.build_model(bad)
-    with pytest.raises(SearchSpaceError, match="no weight-sharing supernet yet.*tuner"):
-        space.build_supernet()
+    with pytest.raises(SearchSpaceError, match="one cell architecture in every layer.*enas"):
+        space.build_supernet("gumbel")
+    with pytest.raises(SearchSpaceError, match="reduce_0_input.*allowed: \\[0\\]"):
+        space.supernet_path({**cell_choices(CELL_A), "reduce_0_input": 1})
     assert cell_choices(CELL_B)["reduce_0_op"] == "sep_conv_5x5"
+
+
+def test_enas_searches_the_cells_in_one_trace_and_the_derived_network_inherits_them(tmp_path):
+    from tfnas import pipeline
+    from tfnas.config import load_config
+    from tfnas.layers import set_path
+    from tfnas.run_dir import RunDirectory
+
+    config = load_config(os.path.join(ROOT, "configs", "shufflenasnet_enas.json"), [
+        "data.limit=96", "data.batch_size=32", "search.trials=6", "search.child_steps=2",
+        'space.config={"filters": 8, "cells_per_stage": 1, "cell_blocks": 2}',
+        'search.controller={"learning_rate": 0.05, "samples_per_update": 3}'])
+    run = RunDirectory(str(tmp_path / "run"))
+    run.save_config(config)
+    arch, supernet = pipeline.search(config, run, verbose=0)
+    # Six sampled cells (and the shorter last batch of an epoch) ran in one traced step.
+    assert arch.metadata["child_step_traces"] == 1
+    trials = json.load(open(run.file("logs", "trials.json"), encoding="utf-8"))
+    assert len({json.dumps(t["choices"], sort_keys=True) for t in trials}) > 1
+    space = arch.search_space()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    for choices in [arch.choices] + [t["choices"] for t in trials[:2]]:
+        # The derived network of a path computes what the supernet computes on it.
+        set_path(supernet, space.supernet_path(choices))
+        derived = space.build_model(choices)
+        space.inherit_weights(derived, supernet, choices)
+        np.testing.assert_allclose(derived(x, training=False),
+                                   supernet(x, training=False)[0], rtol=1e-4, atol=1e-4)

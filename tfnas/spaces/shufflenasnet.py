@@ -21,14 +21,17 @@ README next to the paper's.
 
 import keras
 
+from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, cell_op_layers,
+                                   factorized_reduce, factorized_reduce_layers)
 from tfnas.layers.channel_shuffle import ChannelShuffle, ChannelSplit
-from tfnas.layers.min_pooling import MinPooling2D
+from tfnas.layers.chosen_path import ChosenPathMixing
+from tfnas.layers import mixing as mixing_rules
+from tfnas.layers.mixed_op import MixedOp
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
 
-OPS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "min_pool_3x3", "identity", "conv_1x1")
+OPS = CELL_OPS
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2470, 0.2435, 0.2616]
-BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 # The cells tfnas ships (five blocks each), as (input, op) per block.
 CELL_A = {"normal": [(0, "sep_conv_3x3"), (0, "identity"), (1, "sep_conv_3x3"),
@@ -94,59 +97,90 @@ class ShuffleNasNetSpace(SearchSpace):
         return list(range(int(index) + 1)) if what == "input" else list(OPS)
 
     # -- layers -----------------------------------------------------------------------------
-    def _op(self, x, op, channels, stride, name):
-        L = keras.layers
-        if op == "identity":
-            return x if stride == 1 else self._factorized_reduce(x, channels, name)
-        if op in ("max_pool_3x3", "min_pool_3x3"):
-            pool = L.MaxPooling2D if op == "max_pool_3x3" else MinPooling2D
-            return pool(3, strides=stride, padding="same", name=name)(x)
-        if op == "conv_1x1":
-            x = L.ReLU(name=f"{name}_relu")(x)
-            x = L.Conv2D(channels, 1, strides=stride, use_bias=False, name=f"{name}_conv")(x)
-            return L.BatchNormalization(name=f"{name}_bn", **BN)(x)
-        kernel = 3 if op == "sep_conv_3x3" else 5
-        for k in range(2):  # ENAS applies a separable convolution twice
-            x = L.ReLU(name=f"{name}_relu{k}")(x)
-            x = L.DepthwiseConv2D(kernel, strides=stride if k == 0 else 1, padding="same",
-                                  use_bias=False, name=f"{name}_dw{k}")(x)
-            x = L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw{k}")(x)
-            x = L.BatchNormalization(name=f"{name}_bn{k}", **BN)(x)
+    @staticmethod
+    def _op(x, op, channels, stride, name):
+        if op == "identity" and stride != 1:
+            return factorized_reduce(factorized_reduce_layers(channels, name), x)
+        for _, layer in cell_op_layers(op, channels, stride, name):
+            x = layer(x)
         return x
 
+    def _cell(self, choices):
+        """The derived cell of `choices`: `cell(x, kind, channels, stride, name)`."""
+        def cell(x, kind, channels, stride, name):
+            states = [x]
+            for i in range(self.config["cell_blocks"]):
+                source = choices[f"{kind}_{i}_input"]
+                states.append(self._op(states[source], choices[f"{kind}_{i}_op"], channels,
+                                       stride if source == 0 else 1, f"{name}_b{i}"))
+            return states[1:]
+        return cell
+
+    def _supernet_cell(self, rule, weights):
+        """The weight-sharing cell: every op of every block, the path chosen by `rule`.
+
+        In a normal cell a block's input and op are two choices, so an op's weights serve
+        every input (as in ENAS). In a reduction cell an op on the cell input is strided and
+        one on a block is not: input and op are one joint choice there."""
+        def mixed(candidates, choices, name, x):
+            y, weights[name] = MixedOp(candidates, mixing=rule, choices=choices, name=name)(x)
+            return y
+
+        def cell(x, kind, channels, stride, name):
+            del kind  # the stride says it
+            states = [x]
+            for i in range(self.config["cell_blocks"]):
+                block = f"{name}_b{i}"
+                if stride == 1:
+                    picked = x if i == 0 else mixed(
+                        [PickInput(s, name=f"{block}_input{s}") for s in range(i + 1)],
+                        list(range(i + 1)), f"{block}_input", states)
+                    states.append(mixed([CellOp(op, channels, name=f"{block}_{op}")
+                                         for op in OPS], list(OPS), f"{block}_op", picked))
+                else:
+                    pairs = [(s, op) for s in range(i + 1) for op in OPS]
+                    states.append(mixed(
+                        [PickInput(s, CellOp(op, channels, stride if s == 0 else 1,
+                                             name=f"{block}_{s}_{op}"), name=f"{block}_{s}_{op}_pick")
+                         for s, op in pairs], [list(p) for p in pairs], block, states))
+            return states[1:]
+        return cell
+
+    def _layers(self):
+        """`(kind, name)` of the network's cell layers, in order."""
+        for stage in range(3):
+            if stage:
+                yield "reduce", f"reduce{stage}"
+            for k in range(self.config["cells_per_stage"]):
+                yield "normal", f"stage{stage + 1}_cell{k + 1}"
+
+    def _network(self, cell, inputs):
+        c, L = self.config, keras.layers
+        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
+                            variance=[(255.0 * s) ** 2 for s in c["std"]],
+                            name="normalize")(inputs)
+        channels = c["filters"]
+        x = L.Conv2D(channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = L.BatchNormalization(name="stem_bn", **BN)(x)
+        for kind, name in self._layers():
+            if kind == "normal":
+                half, passed = ChannelSplit(name=f"{name}_split")(x)
+                y = self._sum(cell(half, "normal", channels // 2, 1, name), name)
+                y = L.Concatenate(name=f"{name}_concat")([y, passed])
+            else:
+                y = self._sum(cell(x, "reduce", channels, 2, name), name)
+                bypass = factorized_reduce(factorized_reduce_layers(channels, f"{name}_bypass"),
+                                           x)
+                y = L.Concatenate(name=f"{name}_concat")([y, bypass])
+                channels *= 2
+            x = ChannelShuffle(2, name=f"{name}_shuffle")(y)
+        x = L.ReLU(name="head_relu")(x)
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        return L.Dense(c["num_classes"], name="classifier")(x)
+
     @staticmethod
-    def _factorized_reduce(x, channels, name):
-        """Two 1x1 stride-2 convolutions, the second on the input shifted by one pixel."""
-        L = keras.layers
-        x = L.ReLU(name=f"{name}_relu")(x)
-        a = L.Conv2D(channels // 2, 1, strides=2, use_bias=False, name=f"{name}_conv_a")(x)
-        shifted = L.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop")(
-            L.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x))
-        b = L.Conv2D(channels - channels // 2, 1, strides=2, use_bias=False,
-                     name=f"{name}_conv_b")(shifted)
-        return L.BatchNormalization(name=f"{name}_bn", **BN)(
-            L.Concatenate(name=f"{name}_concat")([a, b]))
-
-    def _cell(self, x, choices, kind, channels, stride, name):
-        states = [x]
-        for i in range(self.config["cell_blocks"]):
-            source = choices[f"{kind}_{i}_input"]
-            states.append(self._op(states[source], choices[f"{kind}_{i}_op"], channels,
-                                   stride if source == 0 else 1, f"{name}_b{i}"))
-        blocks = states[1:]
+    def _sum(blocks, name):
         return blocks[0] if len(blocks) == 1 else keras.layers.Add(name=f"{name}_sum")(blocks)
-
-    def _normal_layer(self, x, choices, channels, name):
-        half, passed = ChannelSplit(name=f"{name}_split")(x)
-        y = self._cell(half, choices, "normal", channels // 2, 1, name)
-        y = keras.layers.Concatenate(name=f"{name}_concat")([y, passed])
-        return ChannelShuffle(2, name=f"{name}_shuffle")(y)
-
-    def _reduction_layer(self, x, choices, channels, name):
-        y = self._cell(x, choices, "reduce", channels, 2, name)
-        bypass = self._factorized_reduce(x, channels, f"{name}_bypass")
-        y = keras.layers.Concatenate(name=f"{name}_concat")([y, bypass])
-        return ChannelShuffle(2, name=f"{name}_shuffle")(y)
 
     def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
         if layer_set is not None:
@@ -154,34 +188,58 @@ class ShuffleNasNetSpace(SearchSpace):
                                    "native one, export.qat_backend: \"native\").")
         del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
         self.validate_choices(choices)
-        c, L = self.config, keras.layers
-        inputs = keras.Input(tuple(c["input_shape"]), name="images")
-        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
-                            variance=[(255.0 * s) ** 2 for s in c["std"]],
-                            name="normalize")(inputs)
-        channels = c["filters"]
-        x = L.Conv2D(channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
-        x = L.BatchNormalization(name="stem_bn", **BN)(x)
-        for stage in range(3):
-            if stage:
-                channels *= 2
-                x = self._reduction_layer(x, choices, channels // 2, f"reduce{stage}")
-            for k in range(c["cells_per_stage"]):
-                x = self._normal_layer(x, choices, channels, f"stage{stage + 1}_cell{k + 1}")
-        x = L.ReLU(name="head_relu")(x)
-        x = L.GlobalAveragePooling2D(name="pool")(x)
-        outputs = L.Dense(c["num_classes"], name="classifier")(x)
-        return keras.Model(inputs, outputs, name=name or "shufflenasnet")
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        return keras.Model(inputs, self._network(self._cell(choices), inputs),
+                           name=name or "shufflenasnet")
 
     def build_supernet(self, mixing="chosen"):
-        raise SearchSpaceError(
-            "shufflenasnet has no weight-sharing supernet yet (one cell architecture for "
-            "every layer needs op choices shared across cells): search it with "
-            "search.method \"tuner\" (any keras-tuner tuner, or the ENAS controller as "
-            "{\"type\": \"enas\"}), each trial training its own network.")
+        """The weight-sharing network of ENAS (`search.method: "enas"`): one cell
+        architecture holds for every layer, so the path is set from outside
+        (`supernet_path`); differentiable rules would need logits shared across layers."""
+        rule = mixing_rules.get(mixing)
+        if not isinstance(rule, ChosenPathMixing):
+            raise SearchSpaceError(
+                f"shufflenasnet's supernet runs one cell architecture in every layer, chosen "
+                f"from outside: it takes the \"chosen\" rule of search.method \"enas\", not "
+                f"{type(rule).__name__}. Search it with method \"enas\", or \"tuner\" (a "
+                "network per trial).")
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        weights = {}
+        logits = self._network(self._supernet_cell(rule, weights), inputs)
+        return keras.Model(inputs, (logits, weights), name="shufflenasnet_supernet")
+
+    def supernet_path(self, choices):
+        self.validate_choices(choices)
+        path = {}
+        for kind, name in self._layers():
+            for i in range(self.config["cell_blocks"]):
+                source, op = choices[f"{kind}_{i}_input"], choices[f"{kind}_{i}_op"]
+                if kind == "reduce":
+                    path[f"{name}_b{i}"] = [source, op]
+                else:
+                    if i:
+                        path[f"{name}_b{i}_input"] = source
+                    path[f"{name}_b{i}_op"] = op
+        return path
 
     def inherit_weights(self, model, supernet, choices):
-        raise SearchSpaceError("shufflenasnet has no supernet to inherit weights from.")
+        self.validate_choices(choices)
+        outer = {layer.name for layer in supernet.layers}
+        for layer in model.layers:
+            if layer.weights and layer.name in outer:  # stem, bypasses, classifier
+                layer.set_weights(supernet.get_layer(layer.name).get_weights())
+        for kind, name in self._layers():
+            for i in range(self.config["cell_blocks"]):
+                source, op = choices[f"{kind}_{i}_input"], choices[f"{kind}_{i}_op"]
+                if kind == "reduce":
+                    mixed_op = supernet.get_layer(f"{name}_b{i}")
+                    cell_op = mixed_op.candidates[mixed_op.choices.index([source, op])].layer
+                else:
+                    mixed_op = supernet.get_layer(f"{name}_b{i}_op")
+                    cell_op = mixed_op.candidates[mixed_op.choices.index(op)]
+                for suffix, part in cell_op.parts.items():
+                    if part.weights:
+                        model.get_layer(f"{name}_b{i}_{suffix}").set_weights(part.get_weights())
 
     def latency_ops(self):
         raise SearchSpaceError("shufflenasnet has no latency table yet; time whole networks "

@@ -1,0 +1,175 @@
+"""The ops of ENAS-style cells, as layers a weight-sharing supernet can choose between.
+
+A derived cell network chains the built-in layers of `cell_op_layers` and
+`factorized_reduce_layers` directly; the supernet wraps the same layers in
+`CellOp` and `FactorizedReduce`, under the same name suffixes, so weights move
+between the two by name.
+"""
+
+import keras
+
+from tfnas.layers.min_pooling import MinPooling2D
+
+CELL_OPS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "min_pool_3x3", "identity",
+            "conv_1x1")
+BN = {"momentum": 0.9, "epsilon": 1e-5}
+
+
+def cell_op_layers(op, channels, stride, name):
+    """`[(suffix, layer)]`, the chain of built-in layers of `op` (none for identity at
+    stride 1; identity at stride 2 is `factorized_reduce_layers`, not a chain)."""
+    L = keras.layers
+    if op == "identity":
+        if stride != 1:
+            raise ValueError("identity at stride 2 is a factorized reduction, not a chain.")
+        return []
+    if op in ("max_pool_3x3", "min_pool_3x3"):
+        pool = L.MaxPooling2D if op == "max_pool_3x3" else MinPooling2D
+        return [("pool", pool(3, strides=stride, padding="same", name=f"{name}_pool"))]
+    if op == "conv_1x1":
+        return [("relu", L.ReLU(name=f"{name}_relu")),
+                ("conv", L.Conv2D(channels, 1, strides=stride, use_bias=False,
+                                  name=f"{name}_conv")),
+                ("bn", L.BatchNormalization(name=f"{name}_bn", **BN))]
+    if op not in ("sep_conv_3x3", "sep_conv_5x5"):
+        raise ValueError(f"unknown cell op {op!r}; ops are {list(CELL_OPS)}.")
+    kernel = 3 if op == "sep_conv_3x3" else 5
+    chain = []
+    for k in range(2):  # ENAS applies a separable convolution twice
+        chain += [(f"relu{k}", L.ReLU(name=f"{name}_relu{k}")),
+                  (f"dw{k}", L.DepthwiseConv2D(kernel, strides=stride if k == 0 else 1,
+                                               padding="same", use_bias=False,
+                                               name=f"{name}_dw{k}")),
+                  (f"pw{k}", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw{k}")),
+                  (f"bn{k}", L.BatchNormalization(name=f"{name}_bn{k}", **BN))]
+    return chain
+
+
+def factorized_reduce_layers(channels, name):
+    """`{suffix: layer}` of a factorized reduction: two 1x1 stride-2 convolutions, the
+    second on the input shifted by one pixel, concatenated, then BatchNorm."""
+    L = keras.layers
+    return {"relu": L.ReLU(name=f"{name}_relu"),
+            "conv_a": L.Conv2D(channels // 2, 1, strides=2, use_bias=False,
+                               name=f"{name}_conv_a"),
+            "pad": L.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad"),
+            "crop": L.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop"),
+            "conv_b": L.Conv2D(channels - channels // 2, 1, strides=2, use_bias=False,
+                               name=f"{name}_conv_b"),
+            "concat": L.Concatenate(name=f"{name}_concat"),
+            "bn": L.BatchNormalization(name=f"{name}_bn", **BN)}
+
+
+def factorized_reduce(layers, x, training=None):
+    """Applies the layers of `factorized_reduce_layers` to `x`."""
+    x = layers["relu"](x)
+    a = layers["conv_a"](x)
+    b = layers["conv_b"](layers["crop"](layers["pad"](x)))
+    return layers["bn"](layers["concat"]([a, b]), training=training)
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class CellOp(keras.layers.Layer):
+    """One cell op (`CELL_OPS`) as a single layer; its parts are the built-in layers a
+    derived network chains, named `<name>_<suffix>` (`parts`).
+
+    Example:
+
+    >>> op = CellOp("sep_conv_3x3", channels=8, strides=2)
+    >>> tuple(op(keras.ops.ones((1, 8, 8, 8))).shape)
+    (1, 4, 4, 8)
+    >>> sorted(op.parts)[:3]
+    ['bn0', 'bn1', 'dw0']
+    """
+
+    def __init__(self, op, channels, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.op, self.channels, self.strides = op, int(channels), int(strides)
+        self.factorized = op == "identity" and self.strides != 1
+        if self.factorized:
+            reduce = factorized_reduce_layers(self.channels, self.name)
+            self.suffixes, self.chain = list(reduce), list(reduce.values())
+        else:
+            pairs = cell_op_layers(op, self.channels, self.strides, self.name)
+            self.suffixes = [s for s, _ in pairs]
+            self.chain = [layer for _, layer in pairs]
+
+    @property
+    def parts(self):
+        """`{suffix: layer}` of the layers that hold weights (and the rest)."""
+        return dict(zip(self.suffixes, self.chain))
+
+    def build(self, input_shape):
+        shape = input_shape
+        if self.factorized:
+            parts = self.parts
+            for suffix in ("conv_a", "conv_b"):
+                parts[suffix].build(input_shape)
+            half = parts["conv_a"].compute_output_shape(input_shape)
+            parts["bn"].build(half[:-1] + (self.channels,))
+        else:
+            for layer in self.chain:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        if self.factorized:
+            return factorized_reduce(self.parts, inputs, training=training)
+        x = inputs
+        for layer in self.chain:
+            x = layer(x, training=training) if isinstance(
+                layer, keras.layers.BatchNormalization) else layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        if self.factorized or self.strides != 1:
+            h, w = input_shape[1], input_shape[2]
+            h = None if h is None else (h + 1) // 2
+            w = None if w is None else (w + 1) // 2
+            return (input_shape[0], h, w, self.channels)
+        return tuple(input_shape[:-1]) + (self.channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "channels": self.channels,
+                "strides": self.strides}
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class PickInput(keras.layers.Layer):
+    """Picks tensor `index` of a list of inputs and applies `layer` to it (if given): a
+    candidate of a supernet's choice of a block's input.
+
+    Example:
+
+    >>> pick = PickInput(1)
+    >>> keras.ops.convert_to_numpy(pick([keras.ops.zeros((1, 2)), keras.ops.ones((1, 2))]))
+    array([[1., 1.]], dtype=float32)
+    """
+
+    def __init__(self, index, layer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.index, self.layer = int(index), layer
+
+    def build(self, input_shape):
+        if self.layer is not None and not self.layer.built:
+            self.layer.build(input_shape[self.index])
+
+    def call(self, inputs, training=None):
+        x = inputs[self.index]
+        return x if self.layer is None else self.layer(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[self.index]
+        return shape if self.layer is None else self.layer.compute_output_shape(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index,
+                "layer": None if self.layer is None
+                else keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("layer") is not None:
+            config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
