@@ -196,6 +196,10 @@ class EnasSearch(SupernetMethod):
         print(f"== search: ENAS, {s['trials']} sampled architectures of the "
               f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
               f"{s['child_steps']} shared-weight steps each")
+        if not _one_inter_op_thread():
+            print("   note: with parallel inter-op execution the shared step's results can "
+                  "differ in the last bits run to run; for a reproducible search set "
+                  "TF_NUM_INTEROP_THREADS=1 before starting (README: known issue)")
         tuner.search(verbose=min(verbose, 1))
         values = tuner.oracle.most_likely_values()
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
@@ -233,3 +237,10 @@ class EnasSearch(SupernetMethod):
         supernet = Architecture.load(arch_path).search_space().build_supernet(mixing="chosen")
         supernet.load_weights(weights)
         return supernet
+
+
+def _one_inter_op_thread():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    return os.environ.get("TF_NUM_INTEROP_THREADS") == "1" or \
+        tf.config.threading.get_inter_op_parallelism_threads() == 1
