@@ -2,8 +2,8 @@
 
 A derived cell network chains the built-in layers of `cell_op_layers` and
 `factorized_reduce_layers` directly; the supernet wraps the same layers in
-`CellOp` and `FactorizedReduce`, under the same name suffixes, so weights move
-between the two by name.
+`CellOp` (identity at stride 2 is the factorized reduction), under the same
+name suffixes, so weights move between the two by name.
 """
 
 import keras

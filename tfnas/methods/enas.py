@@ -167,7 +167,8 @@ class EnasSearch(SupernetMethod):
     def _restore(self, run_path, model, tuner):
         """The supernet and optimizer as they were after the last saved trial; trials the
         oracle ended after that save are replayed (the oracle has their rewards already), so
-        a resumed search trains exactly what an uninterrupted one would."""
+        a resumed search trains what an uninterrupted one would (bit for bit only where the
+        shared step runs the same way: README, known issue)."""
         state, marker, _ = self._paths(run_path)
         saved = 0
         if os.path.exists(marker):

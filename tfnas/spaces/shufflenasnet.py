@@ -141,7 +141,8 @@ class ShuffleNasNetSpace(SearchSpace):
                     pairs = [(s, op) for s in range(i + 1) for op in OPS]
                     states.append(mixed(
                         [PickInput(s, CellOp(op, channels, stride if s == 0 else 1,
-                                             name=f"{block}_{s}_{op}"), name=f"{block}_{s}_{op}_pick")
+                                             name=f"{block}_{s}_{op}"),
+                                   name=f"{block}_{s}_{op}_pick")
                          for s, op in pairs], [list(p) for p in pairs], block, states))
             return states[1:]
         return cell
