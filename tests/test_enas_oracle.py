@@ -139,6 +139,48 @@ def test_resume_with_overwrite_false_continues_the_same_search(tmp_path):
     assert rest.oracle.updates == whole.oracle.updates == 4
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, only what reached the files survives."""
+
+
+class OracleKilledAt(EnasOracle):
+    """An EnasOracle whose process dies at one point of trial 05: right after keras-tuner's part
+    of `end_trial`, or in `create_trial` between the trial's file and the oracle's file."""
+
+    def __init__(self, point, **kwargs):
+        super().__init__(**kwargs)
+        self.point = point
+
+    def _reward(self, trial):
+        if self.point == "end_trial" and trial.trial_id == "05":
+            raise Killed
+        super()._reward(trial)
+
+    def save(self):
+        if self.point == "create_trial" and self.start_order[-1:] == ["05"]:
+            raise Killed
+        super().save()
+
+
+@pytest.mark.parametrize("point", ["end_trial", "create_trial"])
+def test_a_chief_killed_inside_the_oracle_resumes_the_same_search(tmp_path, point):
+    reward = lambda v: float(v["width"]) / 32 + (v["op"] == "pool")  # noqa: E731
+    whole = _tuner(tmp_path, reward, name="whole", max_trials=12, samples_per_update=3)
+    whole.search(verbose=0)
+    first = LookupTuner(reward, oracle=OracleKilledAt(point, objective=MAX, seed=7,
+                                                      max_trials=12, samples_per_update=3),
+                        hypermodel=_space, directory=str(tmp_path), project_name="cut")
+    with pytest.raises(Killed):
+        first.search(verbose=0)
+    rest = _tuner(tmp_path, reward, name="cut", overwrite=False, max_trials=12,
+                  samples_per_update=3)
+    rest.search(verbose=0)
+    # Trial 05 runs again (it was not ended) with the values it had, and is rewarded once.
+    assert first.seen[:5] + rest.seen == whole.seen
+    assert rest.oracle.end_order == whole.oracle.end_order
+    assert rest.oracle.get_state()["enas"] == whole.oracle.get_state()["enas"]
+
+
 def test_works_with_an_ordinary_tuner_and_hypermodel(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)

@@ -207,8 +207,18 @@ class EnasOracle(kt.Oracle):
     # -- learning --------------------------------------------------------------------------
     @kt.synchronized
     def end_trial(self, trial):
-        super().end_trial(trial)
-        trial = self.trials[trial.trial_id]
+        # keras-tuner saves the oracle in the middle of end_trial, with the trial both ended and
+        # still ongoing, and before the reward is recorded here: a chief killed then would run
+        # the trial again on restart and lose its reward. The state is saved once, complete.
+        self._defer_saving = True
+        try:
+            super().end_trial(trial)
+            self._reward(self.trials[trial.trial_id])
+        finally:
+            self._defer_saving = False
+        self.save()
+
+    def _reward(self, trial):
         status = kt.engine.trial.TrialStatus
         # A trial is rewarded once, though keras-tuner may end it again (a retry after a chief
         # restart).
@@ -230,7 +240,6 @@ class EnasOracle(kt.Oracle):
         self._rewarded.add(trial.trial_id)
         if len(self._pending) >= self.samples_per_update:
             self._update()
-        self.save()
 
     def _build_optimizer(self):
         self._optimizer = keras.optimizers.Adam(self.learning_rate, beta_1=0.0, epsilon=1e-3)
@@ -304,7 +313,15 @@ class EnasOracle(kt.Oracle):
 
     # -- state -----------------------------------------------------------------------------
     def save(self):
-        _write_json_atomically(self._get_oracle_fname(), self.get_state())
+        if not getattr(self, "_defer_saving", False):
+            _write_json_atomically(self._get_oracle_fname(), self.get_state())
+
+    def reload(self):
+        super().reload()
+        # keras-tuner writes a new trial's file before the oracle's state: a chief killed
+        # between the two leaves a trial the state never started. Its id is given again.
+        for trial_id in set(self.trials) - set(self.start_order):
+            del self.trials[trial_id]
 
     def _save_trial(self, trial):
         _write_json_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
