@@ -1,10 +1,12 @@
 """ENAS weight sharing: the child step of the shared supernet against the derived network's step.
 
 The supernet is built with the `"chosen"` mixing rule (the path is a variable; one candidate
-runs through `keras.ops.switch`, the others' weights and optimizer slots are held); every
-round sets a new random path, without retracing. The derived network is the plain Keras model
-of the same path, trained by `train_on_batch`. Both steps run side by side, interleaved round by
-round; the ratio of medians is printed as one JSON line.
+runs in a graph `Case`, the others' weights and optimizer slots are held); every round sets a
+new random path, without retracing. It is timed in both forms of the `Case`: `reproducible`
+(one function call, bit-identical run to run, the default) and `fast` (lowered to Switch/Merge,
+`"reproducible": false`). The derived network is the plain Keras model of the same path,
+trained by `train_on_batch`. The three steps run side by side, interleaved round by round; the
+ratios of medians are printed as one JSON line.
 
     python benchmarks/enas_step.py [--batch 64] [--rounds 20] [--config configs/grunas_enas.json]
 """
@@ -39,17 +41,20 @@ def main():
     y = rng.integers(0, space.config["num_classes"], args.batch)
     batch = (tf.constant(x), tf.constant(y), tf.constant(WEIGHTS))
 
-    keras.utils.set_random_seed(0)
-    shared = SearchModel(space.build_supernet(mixing="chosen"))
-    shared.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), arch_optimizer="adam")
-    child_step = tf.function(shared.train_step)
+    shared, child_steps = {}, {}
+    for form in ("reproducible", "fast"):
+        keras.utils.set_random_seed(0)
+        shared[form] = SearchModel(space.build_supernet(
+            mixing={"type": "chosen", "reproducible": form == "reproducible"}))
+        shared[form].compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        child_steps[form] = tf.function(shared[form].train_step)
 
     def sample():
         return {b: space.candidates(b)[rng.integers(len(space.candidates(b)))]
                 for b in space.blocks()}
 
     derived = {}
-    times = {"shared": [], "derived": []}
+    times = {"reproducible": [], "fast": [], "derived": []}
     for round_ in range(args.rounds + 1):
         choices = sample()
         key = json.dumps(choices, sort_keys=True)
@@ -59,23 +64,26 @@ def main():
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.train_on_batch(x, y)  # trace
             derived[key] = model
-        set_path(shared.supernet, choices)
-        start = time.perf_counter()
-        child_step(batch)
-        shared_time = time.perf_counter() - start
+        elapsed = {}
+        for form, step in child_steps.items():
+            set_path(shared[form].supernet, space.supernet_path(choices))
+            start = time.perf_counter()
+            step(batch)
+            elapsed[form] = time.perf_counter() - start
         start = time.perf_counter()
         derived[key].train_on_batch(x, y)
-        derived_time = time.perf_counter() - start
-        if round_:  # round 0 traces the shared step
-            times["shared"].append(shared_time)
-            times["derived"].append(derived_time)
-    medians = {k: float(np.median(v)) for k, v in times.items()}
+        elapsed["derived"] = time.perf_counter() - start
+        if round_:  # round 0 traces the shared steps
+            for form, seconds in elapsed.items():
+                times[form].append(seconds)
+    ms = {k: float(np.median(v)) for k, v in times.items()}
     print(json.dumps({
         "benchmark": "enas_child_step", "space": space.name, "batch": args.batch,
-        "rounds": args.rounds, "shared_ms": round(1000 * medians["shared"], 2),
-        "derived_ms": round(1000 * medians["derived"], 2),
-        "shared_over_derived": round(medians["shared"] / medians["derived"], 3),
-        "shared_step_traces": int(child_step.experimental_get_tracing_count()),
+        "rounds": args.rounds, **{f"{k}_ms": round(1000 * v, 2) for k, v in ms.items()},
+        "reproducible_over_derived": round(ms["reproducible"] / ms["derived"], 3),
+        "fast_over_derived": round(ms["fast"] / ms["derived"], 3),
+        "shared_step_traces": {k: int(f.experimental_get_tracing_count())
+                               for k, f in child_steps.items()},
         "paths": args.rounds + 1}))
 
 

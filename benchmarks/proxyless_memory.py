@@ -14,7 +14,9 @@ Variants: `derived` (plain Keras model of one architecture), `binary_weight`
 (weight step: one sampled path), `binary_arch` (architecture step: sampled
 path + forward-only outputs of the candidates for the gate gradients),
 `binary_search` (one search step: a weight step and an architecture step,
-timed together), `softmax_weight` (DARTS-style supernet, every candidate runs).
+timed together), `binary_weight_fast` (the weight step with `"reproducible": false`: the
+candidate switch lowered to Switch/Merge, faster, not bit-identical run to run),
+`softmax_weight` (DARTS-style supernet, every candidate runs).
 
     python benchmarks/proxyless_memory.py                # scope m, CIFAR stem, width 0.25
     python benchmarks/proxyless_memory.py --scope s --width 1.0
@@ -29,7 +31,8 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("derived", "binary_weight", "binary_arch", "binary_search", "softmax_weight")
+VARIANTS = ("derived", "binary_weight", "binary_arch", "binary_search", "binary_weight_fast",
+            "softmax_weight")
 
 
 def measure(args):
@@ -60,13 +63,15 @@ def measure(args):
         step = tf.function(model.train_step)
         batches = [(x, y)]
     else:
-        mixing = "softmax" if args.variant == "softmax_weight" else "binary"
+        mixing = {"softmax_weight": "softmax",
+                  "binary_weight_fast": {"type": "binary", "reproducible": False}}.get(
+                      args.variant, "binary")
         model = SearchModel(space.build_supernet(mixing))
         model.compile(optimizer=sgd,
                       arch_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.999))
         step = tf.function(model.train_step)
-        phases = {"binary_weight": [0], "softmax_weight": [0], "binary_arch": [1],
-                  "binary_search": [0, 1]}[args.variant]
+        phases = {"binary_weight": [0], "binary_weight_fast": [0], "softmax_weight": [0],
+                  "binary_arch": [1], "binary_search": [0, 1]}[args.variant]
         batches = [(x, y, tf.constant(p, tf.int32)) for p in phases]
     for batch in batches:  # trace every branch before measuring
         step(batch)

@@ -4,7 +4,7 @@ Cai, Zhu and Han, "ProxylessNAS: Direct neural architecture search on target
 task and hardware", ICLR 2019; the official code's modes `full_v2` (one path,
 the default here) and `two` (see REFERENCE.md §2).
 
-Weight steps run only the sampled candidate (`keras.ops.switch`, a graph-level
+Weight steps run only the sampled candidate (`run_candidate`, a graph-level
 `Case`): the other candidates are not computed, and no activation of theirs is
 kept for the backward pass. Architecture steps (inside `architecture_step()`,
 which `SearchModel` enters while it traces its architecture branch) add the
@@ -24,7 +24,7 @@ import contextlib
 import keras
 from keras import ops
 
-from tfnas.layers.mixing import RULES, MixingRule, add_gumbel_noise
+from tfnas.layers.mixing import RULES, MixingRule, add_gumbel_noise, run_candidate
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -39,6 +39,8 @@ class BinaryGateMixing(MixingRule):
             probabilities (`two`). Two-path architecture steps run two
             candidates instead of all of them.
         seed: seed of the path sampling.
+        reproducible: bit-identical weight steps from run to run (default), or the
+            faster lowered switch (see `run_candidate`).
 
     In inference (`training=False`) the most probable candidate runs. In
     architecture steps every evaluated candidate runs in training mode, so its
@@ -55,8 +57,9 @@ class BinaryGateMixing(MixingRule):
     ((1, 2), [0.5, 0.5])
     """
 
-    def __init__(self, paths=1, seed=None, **kwargs):
+    def __init__(self, paths=1, seed=None, reproducible=True, **kwargs):
         super().__init__(**kwargs)
+        self.reproducible = bool(reproducible)
         if paths not in (1, 2):
             raise ValueError(f"BinaryGateMixing: paths must be 1 or 2, got {paths!r}.")
         self.paths = int(paths)
@@ -100,8 +103,7 @@ class BinaryGateMixing(MixingRule):
             return ops.cast(ops.argmax(add_gumbel_noise(scores, self.seed_generator)), "int32")
 
         def run(index):
-            return ops.switch(index, [lambda x, c=c: c(x, training=training)
-                                      for c in candidates], inputs)
+            return run_candidate(index, candidates, inputs, training, self.reproducible)
 
         if not training:
             return run(ops.cast(ops.argmax(logits), "int32")), probs
@@ -144,14 +146,15 @@ class BinaryGateMixing(MixingRule):
         logits.assign(logits - shift * mask)
 
     def get_config(self):
-        return {**super().get_config(), "paths": self.paths, "seed": self.seed}
+        return {**super().get_config(), "paths": self.paths, "seed": self.seed,
+                "reproducible": self.reproducible}
 
 
 @RULES.register("binary")
-def _binary(seed=None):
-    return BinaryGateMixing(paths=1, seed=seed, name="mixing")
+def _binary(reproducible=True, seed=None):
+    return BinaryGateMixing(paths=1, seed=seed, reproducible=reproducible, name="mixing")
 
 
 @RULES.register("binary_two")
-def _binary_two(seed=None):
-    return BinaryGateMixing(paths=2, seed=seed, name="mixing")
+def _binary_two(reproducible=True, seed=None):
+    return BinaryGateMixing(paths=2, seed=seed, reproducible=reproducible, name="mixing")

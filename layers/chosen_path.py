@@ -4,7 +4,7 @@ Pham et al., "Efficient Neural Architecture Search via Parameter Sharing",
 ICML 2018: one set of weights for every architecture of the space; each
 training step runs the architecture the controller sampled. Here the chosen
 candidate of each `MixedOp` is an integer variable (`set_path`), and the op
-runs only that candidate (`keras.ops.switch`): a traced training step serves
+runs only that candidate (`run_candidate`, a graph `Case`): a traced training step serves
 every architecture without retracing, and candidates that did not run keep
 their weights and optimizer slots (`partial_execution`, as `SearchModel` holds
 them).
@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from tfnas.layers.mixed_op import mixed_ops
-from tfnas.layers.mixing import RULES, MixingRule
+from tfnas.layers.mixing import RULES, MixingRule, run_candidate
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -22,6 +22,10 @@ class ChosenPathMixing(MixingRule):
     """Runs the candidate `set_path` chose, in training and inference alike; its mixing
     weights (for a cost) are the one-hot of that choice. The architecture logits are not
     used: the choice comes from outside (the ENAS controller).
+
+    Args:
+        reproducible: bit-identical steps from run to run (default), or the faster
+            lowered switch (see `run_candidate`).
 
     Example:
 
@@ -36,6 +40,10 @@ class ChosenPathMixing(MixingRule):
     partial_execution = True
     learns_architecture = False
 
+    def __init__(self, reproducible=True, **kwargs):
+        super().__init__(**kwargs)
+        self.reproducible = bool(reproducible)
+
     def build_state(self, op):
         return {"executed": op.add_weight(name="chosen_path", shape=(), dtype="int32",
                                           initializer="zeros", trainable=False)}
@@ -48,9 +56,11 @@ class ChosenPathMixing(MixingRule):
 
     def combine(self, logits, candidates, inputs, training=None, state=None):
         index = state["executed"]
-        outputs = ops.switch(index, [lambda x, c=c: c(x, training=training)
-                                     for c in candidates], inputs)
+        outputs = run_candidate(index, candidates, inputs, training, self.reproducible)
         return outputs, ops.one_hot(index, len(candidates))
+
+    def get_config(self):
+        return {**super().get_config(), "reproducible": self.reproducible}
 
 
 def set_path(ops_or_model, choices):
@@ -68,6 +78,6 @@ def set_path(ops_or_model, choices):
 
 
 @RULES.register("chosen")
-def _chosen(seed=None):
+def _chosen(reproducible=True, seed=None):
     del seed  # nothing random: the path is set from outside
-    return ChosenPathMixing(name="mixing")
+    return ChosenPathMixing(reproducible=reproducible, name="mixing")

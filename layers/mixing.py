@@ -9,10 +9,13 @@ candidates (binary gates) overrides `combine`.
 """
 
 import contextlib
+import functools
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
+from tensorflow.python.ops import cond_v2
 
 from tfnas.errors import ConfigError
 from tfnas.registry import Registry
@@ -28,6 +31,30 @@ def add_gumbel_noise(logits, seed_generator):
     uniform = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0,
                                    seed=seed_generator)
     return logits - ops.log(-ops.log(uniform))
+
+
+def run_candidate(index, candidates, inputs, training=None, reproducible=True):
+    """`candidates[index](inputs)`, running only that candidate, so one traced step serves
+    every path: a graph `Case`, as `keras.ops.switch` builds.
+
+    `reproducible=True` keeps the `Case` one function call. `keras.ops.switch` lets
+    TensorFlow lower it to Switch/Merge ops, which is faster, but then a CPU backward pass
+    through it differs in the last bits from run to run under parallel op execution, and a
+    search drifts apart (a bit-identical resume fails). Measured costs are in
+    benchmarks/README.md (`enas_step.py`).
+
+    Example:
+
+    >>> layers = [keras.layers.Dense(2, kernel_initializer="zeros"), keras.layers.Identity()]
+    >>> out = run_candidate(1, layers, keras.ops.ones((1, 2)))
+    >>> keras.ops.convert_to_numpy(out).tolist()
+    [[1.0, 1.0]]
+    """
+    branches = [functools.partial(c, inputs, training=training) for c in candidates]
+    if not tf.inside_function():
+        return branches[int(index)]()
+    return cond_v2.indexed_case(ops.cast(index, "int32"), branches,
+                                lower_using_switch_merge=not reproducible)
 
 
 class MixingRule(keras.layers.Layer):

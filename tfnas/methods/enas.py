@@ -12,7 +12,6 @@ controller samples interleave (one trial = child steps + one reward) instead
 of alternating whole phases.
 """
 
-import json
 import os
 import time
 
@@ -26,7 +25,6 @@ from tfnas.errors import ConfigError
 from tfnas.layers.chosen_path import set_path
 from tfnas.methods.base import SupernetMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
-from tfnas.run_dir import write_json_atomically
 from tfnas.search_model import WEIGHTS, SearchModel
 
 
@@ -39,6 +37,8 @@ class EnasSearch(SupernetMethod):
         "trials": 300,           # architectures the controller samples (keras-tuner trials)
         "child_steps": 10,       # weight steps of the shared supernet per sampled architecture
         "controller": {},        # EnasOracle arguments (default: the released ENAS settings)
+        # bit-identical child steps run to run (resume, seeds); false: faster, not exact
+        "reproducible": True,
         "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
                       "weight_decay": 1e-4, "schedule": "cosine"},
     }
@@ -47,6 +47,7 @@ class EnasSearch(SupernetMethod):
         "trials": schema.integer(1),
         "child_steps": schema.integer(1),
         "controller": {"type": "object"},
+        "reproducible": schema.BOOLEAN,
         "optimizer": schema.OPEN,
     }
     hints = {"trials": "the controller needs at least one sampled architecture"}
@@ -77,12 +78,15 @@ class EnasSearch(SupernetMethod):
     # -- the pieces -------------------------------------------------------------------------
     def _search_model(self):
         keras.utils.set_random_seed(self.config["seed"])
-        supernet = self.space.build_supernet(mixing="chosen")
+        supernet = self.space.build_supernet(mixing=self._mixing())
         model = SearchModel(supernet)
         total = self.section["trials"] * self.section["child_steps"]
         model.compile(optimizer=make_optimizer(self.section["optimizer"], total),
                       arch_optimizer="adam")
         return model
+
+    def _mixing(self):
+        return {"type": "chosen", "reproducible": self.section["reproducible"]}
 
     def _tuner(self, run_path, model, overwrite=False):
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
@@ -146,11 +150,12 @@ class EnasSearch(SupernetMethod):
 
     # -- checkpoints (written whole, then renamed) -----------------------------------------
     def _paths(self, run_path):
-        """The per-trial state (supernet and optimizer variables as one flat array file:
-        Keras's layer-by-layer .h5 writer took 1.2-1.8 s per trial on the cell space), its
-        marker, and the supernet in Keras's format, written once the search ends."""
+        """The per-trial state (supernet and optimizer variables and the count of trials they
+        have trained, as one flat array file: Keras's layer-by-layer .h5 writer took 1.2-1.8 s
+        per trial on the cell space), and the supernet in Keras's format, written once the
+        search ends."""
         base = os.path.join(run_path, "checkpoints")
-        return (os.path.join(base, "enas_state.npz"), os.path.join(base, "enas.json"),
+        return (os.path.join(base, "enas_state.npz"),
                 os.path.join(base, "enas_supernet.weights.h5"))
 
     @staticmethod
@@ -158,30 +163,33 @@ class EnasSearch(SupernetMethod):
         return [*model.supernet.weights, *model.optimizer.variables]
 
     def _save(self, run_path, model, trials_done):
-        state, marker, _ = self._paths(run_path)
+        # One file, renamed into place: the count cannot disagree with the weights it counts.
+        state, _ = self._paths(run_path)
         with open(state + ".tmp", "wb") as f:
-            np.savez(f, *[keras.ops.convert_to_numpy(v) for v in self._variables(model)])
+            np.savez(f, *[keras.ops.convert_to_numpy(v) for v in self._variables(model)],
+                     trials_done=np.int64(trials_done))
         os.replace(state + ".tmp", state)
-        write_json_atomically(marker, {"trials_done": trials_done})
 
     def _restore(self, run_path, model, tuner):
         """The supernet and optimizer as they were after the last saved trial; trials the
         oracle ended after that save are replayed (the oracle has their rewards already), so
-        a resumed search trains what an uninterrupted one would (bit for bit only where the
-        shared step runs the same way: README, known issue)."""
-        state, marker, _ = self._paths(run_path)
+        a resumed search trains what an uninterrupted one would, bit for bit (with
+        `search.reproducible`, the default)."""
+        state, _ = self._paths(run_path)
         saved = 0
-        if os.path.exists(marker):
-            saved = json.load(open(marker, encoding="utf-8"))["trials_done"]
+        if os.path.exists(state):
             variables = self._variables(model)
             with np.load(state) as stored:
-                shapes = [tuple(stored[f"arr_{i}"].shape) for i in range(len(stored.files))]
-                if shapes != [tuple(v.shape) for v in variables]:
-                    raise ConfigError(f"{state} holds {len(shapes)} arrays that do not fit "
+                arrays = [stored[f"arr_{i}"] for i in range(len(stored.files) - 1)]
+                if "trials_done" not in stored.files or \
+                        [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+                    raise ConfigError(f"{state} holds {len(arrays)} arrays that do not fit "
                                       f"this search's {len(variables)} variables: it is from "
-                                      "another space or settings; use a new --run_dir.")
-                for i, v in enumerate(variables):
-                    v.assign(stored[f"arr_{i}"])
+                                      "another space, settings or tfnas version; use a new "
+                                      "--run_dir.")
+                saved = int(stored["trials_done"])
+                for v, value in zip(variables, arrays):
+                    v.assign(value)
         self._streams(model, saved * self.section["child_steps"])
         for index, trial_id in enumerate(tuner.oracle.end_order[saved:], start=saved):
             # The reward's forward pass moves BatchNorm statistics too: replayed as well.
@@ -197,10 +205,10 @@ class EnasSearch(SupernetMethod):
         print(f"== search: ENAS, {s['trials']} sampled architectures of the "
               f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
               f"{s['child_steps']} shared-weight steps each")
-        if not _one_inter_op_thread():
-            print("   note: with parallel inter-op execution the shared step's results can "
-                  "differ in the last bits run to run; for a reproducible search set "
-                  "TF_NUM_INTEROP_THREADS=1 before starting (README: known issue)")
+        if not s["reproducible"]:
+            print("   note: search.reproducible is false: faster child steps whose results "
+                  "can differ in the last bits run to run, so a resumed or repeated search "
+                  "can drift from this one")
         tuner.search(verbose=min(verbose, 1))
         values = tuner.oracle.most_likely_values()
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
@@ -216,7 +224,7 @@ class EnasSearch(SupernetMethod):
                    "choices": self.space.hyperparameters(t.hyperparameters.copy())}
                   for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)]
         run.write_json(os.path.join("logs", "trials.json"), trials)
-        _, _, weights = self._paths(run.path)
+        _, weights = self._paths(run.path)
         model.supernet.save_weights(weights + ".tmp.weights.h5")
         os.replace(weights + ".tmp.weights.h5", weights)
         arch = from_choices(self.space, choices, metadata={
@@ -231,7 +239,7 @@ class EnasSearch(SupernetMethod):
 
     def load(self, run_path):
         """The shared supernet of a finished search (its weights), for train.inherit."""
-        _, _, weights = self._paths(run_path)
+        _, weights = self._paths(run_path)
         arch_path = os.path.join(run_path, "architecture.json")
         if not os.path.exists(weights) or not os.path.exists(arch_path):
             return None
@@ -239,9 +247,3 @@ class EnasSearch(SupernetMethod):
         supernet.load_weights(weights)
         return supernet
 
-
-def _one_inter_op_thread():
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    return os.environ.get("TF_NUM_INTEROP_THREADS") == "1" or \
-        tf.config.threading.get_inter_op_parallelism_threads() == 1
