@@ -1,7 +1,7 @@
 """Searchable and deployable Keras layers of tfnas."""
 
 from tfnas.layers.binary_gate import BinaryGateMixing
-from tfnas.layers.cell_ops import CellOp, PickInput
+from tfnas.layers.cell_ops import CellOp, PickInput, Zero
 from tfnas.layers.channel_shuffle import ChannelShuffle, ChannelSplit
 from tfnas.layers.chosen_path import ChosenPathMixing, set_path
 from tfnas.layers.grouped_conv import GroupedConv2D, group_sizes
@@ -12,4 +12,4 @@ from tfnas.layers.mixing import GumbelSoftmaxMixing, MixingRule, SoftmaxMixing
 
 __all__ = ["BinaryGateMixing", "CellOp", "ChannelShuffle", "ChannelSplit", "ChosenPathMixing",
            "GroupedConv2D", "GrunasUnit", "GumbelSoftmaxMixing", "MinPooling2D", "MixedOp",
-           "MixingRule", "PickInput", "SoftmaxMixing", "group_sizes", "set_path"]
+           "MixingRule", "PickInput", "SoftmaxMixing", "Zero", "group_sizes", "set_path"]

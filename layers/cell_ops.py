@@ -12,6 +12,9 @@ from tfnas.layers.min_pooling import MinPooling2D
 
 CELL_OPS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "min_pool_3x3", "identity",
             "conv_1x1")
+# The original ENAS micro space's five ops (Pham et al., 2018), in its code's order.
+ENAS_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
+OPS = tuple(dict.fromkeys(CELL_OPS + ENAS_OPS))
 BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
@@ -23,8 +26,9 @@ def cell_op_layers(op, channels, stride, name):
         if stride != 1:
             raise ValueError("identity at stride 2 is a factorized reduction, not a chain.")
         return []
-    if op in ("max_pool_3x3", "min_pool_3x3"):
-        pool = L.MaxPooling2D if op == "max_pool_3x3" else MinPooling2D
+    if op in ("max_pool_3x3", "min_pool_3x3", "avg_pool_3x3"):
+        pool = {"max_pool_3x3": L.MaxPooling2D, "min_pool_3x3": MinPooling2D,
+                "avg_pool_3x3": L.AveragePooling2D}[op]
         return [("pool", pool(3, strides=stride, padding="same", name=f"{name}_pool"))]
     if op == "conv_1x1":
         return [("relu", L.ReLU(name=f"{name}_relu")),
@@ -32,7 +36,7 @@ def cell_op_layers(op, channels, stride, name):
                                   name=f"{name}_conv")),
                 ("bn", L.BatchNormalization(name=f"{name}_bn", **BN))]
     if op not in ("sep_conv_3x3", "sep_conv_5x5"):
-        raise ValueError(f"unknown cell op {op!r}; ops are {list(CELL_OPS)}.")
+        raise ValueError(f"unknown cell op {op!r}; ops are {list(OPS)}.")
     kernel = 3 if op == "sep_conv_3x3" else 5
     chain = []
     for k in range(2):  # ENAS applies a separable convolution twice
@@ -70,7 +74,7 @@ def factorized_reduce(layers, x, training=None):
 
 @keras.saving.register_keras_serializable(package="tfnas")
 class CellOp(keras.layers.Layer):
-    """One cell op (`CELL_OPS`) as a single layer; its parts are the built-in layers a
+    """One cell op (`OPS`) as a single layer; its parts are the built-in layers a
     derived network chains, named `<name>_<suffix>` (`parts`).
 
     Example:
@@ -173,3 +177,21 @@ class PickInput(keras.layers.Layer):
         if config.get("layer") is not None:
             config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class Zero(keras.layers.Layer):
+    """Zeros shaped like its input: the candidate of a supernet choice that contributes
+    nothing (a node that another node uses is not in the ENAS cell's output).
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(Zero()(keras.ops.ones((1, 2)))).tolist()
+    [[0.0, 0.0]]
+    """
+
+    def call(self, inputs):
+        return keras.ops.zeros_like(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -2,6 +2,7 @@
 
 from tfnas.spaces.base import (SearchSpace, SearchSpaceError, available_spaces, get_space,
                                register_space)
+from tfnas.spaces.enas_micro import EnasMicroSpace
 from tfnas.spaces.grunas import GrunasSpace
 from tfnas.spaces.resnet import ResNet50Space
 from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
@@ -9,5 +10,5 @@ from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
-__all__ = ["DEFAULT_SPACE", "GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
+__all__ = ["DEFAULT_SPACE", "EnasMicroSpace", "GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
            "ShuffleNasNetSpace", "available_spaces", "get_space", "register_space"]
