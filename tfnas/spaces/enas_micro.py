@@ -31,20 +31,16 @@ network with them; they are not part of the search).
 import keras
 import numpy as np
 
-from tfnas.layers import mixing as mixing_rules
 from tfnas.layers.cell_ops import (BN, ENAS_OPS, CellOp, PickInput, Zero, cell_op_layers,
                                    factorized_reduce, factorized_reduce_layers)
-from tfnas.layers.chosen_path import ChosenPathMixing
 from tfnas.layers.mixed_op import MixedOp
-from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
-
-CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
-CIFAR_STD = [0.2470, 0.2435, 0.2616]
+from tfnas.spaces.base import register_space
+from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
 BRANCHES = ("x", "y")
 
 
 @register_space
-class EnasMicroSpace(SearchSpace):
+class EnasMicroSpace(CellSpace):
     """ENAS's micro space: a normal and a reduction cell of `cell_nodes` nodes.
 
     `cells_per_stage` normal layers per stage, three stages, a reduction layer
@@ -63,16 +59,8 @@ class EnasMicroSpace(SearchSpace):
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 20,
                 "cells_per_stage": 2, "cell_nodes": 5, "mean": CIFAR_MEAN, "std": CIFAR_STD}
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        c = self.config
-        for key in ("filters", "cells_per_stage", "cell_nodes"):
-            if not isinstance(c[key], int) or c[key] < 1:
-                raise SearchSpaceError(f"enas_micro: {key} must be a positive integer, "
-                                       f"got {c[key]!r}.")
-        if c["filters"] % 2:
-            raise SearchSpaceError(f"enas_micro: filters={c['filters']} must be even: a "
-                                   "factorized reduction splits channels in halves.")
+    positive_keys = ("filters", "cells_per_stage", "cell_nodes")
+    why_even = "a factorized reduction splits channels in halves"
 
     def blocks(self):
         return [f"{kind}_{i}_{branch}_{what}" for kind in ("normal", "reduce")
@@ -90,14 +78,6 @@ class EnasMicroSpace(SearchSpace):
         return [j for j in range(nodes + 2) if j not in used]
 
     # -- layers -----------------------------------------------------------------------------
-    def _layers(self):
-        """`(kind, name)` of the network's cell layers, in order."""
-        for stage in range(3):
-            if stage:
-                yield "reduce", f"reduce{stage}"
-            for k in range(self.config["cells_per_stage"]):
-                yield "normal", f"stage{stage + 1}_cell{k + 1}"
-
     @staticmethod
     def _chain(x, layers):
         for layer in layers:
@@ -183,11 +163,9 @@ class EnasMicroSpace(SearchSpace):
 
     def _network(self, cell, inputs):
         c, L = self.config, keras.layers
-        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
-                            variance=[(255.0 * s) ** 2 for s in c["std"]],
-                            name="normalize")(inputs)
         channels = c["filters"]
-        x = L.Conv2D(3 * channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = L.Conv2D(3 * channels, 3, padding="same", use_bias=False,
+                     name="stem_conv")(self._normalize(inputs))
         x = L.BatchNormalization(name="stem_bn", **BN)(x)
         inputs_ = [x, x]
         for kind, name in self._layers():
@@ -202,32 +180,6 @@ class EnasMicroSpace(SearchSpace):
         x = L.ReLU(name="head_relu")(inputs_[-1])
         x = L.GlobalAveragePooling2D(name="pool")(x)
         return L.Dense(c["num_classes"], name="classifier")(x)
-
-    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
-        if layer_set is not None:
-            raise SearchSpaceError("enas_micro builds Keras 3 models only (its QAT is the "
-                                   "native one, export.qat_backend: \"native\").")
-        del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
-        self.validate_choices(choices)
-        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        return keras.Model(inputs, self._network(self._cell(choices), inputs),
-                           name=name or "enas_micro")
-
-    def build_supernet(self, mixing="chosen"):
-        """The weight-sharing network of ENAS (`search.method: "enas"`): one cell
-        architecture holds for every layer, so the path is set from outside
-        (`supernet_path`)."""
-        rule = mixing_rules.get(mixing)
-        if not isinstance(rule, ChosenPathMixing):
-            raise SearchSpaceError(
-                f"enas_micro's supernet runs one cell architecture in every layer, chosen "
-                f"from outside: it takes the \"chosen\" rule of search.method \"enas\", not "
-                f"{type(rule).__name__}. Search it with method \"enas\", or \"tuner\" (a "
-                "network per trial).")
-        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        weights = {}
-        logits = self._network(self._supernet_cell(rule, weights), inputs)
-        return keras.Model(inputs, (logits, weights), name="enas_micro_supernet")
 
     def supernet_path(self, choices):
         self.validate_choices(choices)
@@ -266,7 +218,3 @@ class EnasMicroSpace(SearchSpace):
                        .get_layer(f"{name}_out{j}_conv").get_weights()[0]
                        for j in self.unused(choices, kind, nodes)]
             model.get_layer(f"{name}_out_conv").set_weights([np.concatenate(kernels, axis=2)])
-
-    def latency_ops(self):
-        raise SearchSpaceError("enas_micro has no latency table yet; time whole networks "
-                               "with tfnas benchmark.")

@@ -24,14 +24,11 @@ import keras
 from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, cell_op_layers,
                                    factorized_reduce, factorized_reduce_layers)
 from tfnas.layers.channel_shuffle import ChannelShuffle, ChannelSplit
-from tfnas.layers.chosen_path import ChosenPathMixing
-from tfnas.layers import mixing as mixing_rules
 from tfnas.layers.mixed_op import MixedOp
-from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+from tfnas.spaces.base import register_space
+from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
 
 OPS = CELL_OPS
-CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
-CIFAR_STD = [0.2470, 0.2435, 0.2616]
 
 # The cells tfnas ships (five blocks each), as (input, op) per block.
 CELL_A = {"normal": [(0, "sep_conv_3x3"), (0, "identity"), (1, "sep_conv_3x3"),
@@ -58,7 +55,7 @@ def cell_choices(cell):
 
 
 @register_space
-class ShuffleNasNetSpace(SearchSpace):
+class ShuffleNasNetSpace(CellSpace):
     """The ShuffleNASNet cell space: a normal and a reduction cell of `cell_blocks` blocks.
 
     `cells_per_stage` normal layers per stage, three stages, a reduction layer
@@ -77,16 +74,8 @@ class ShuffleNasNetSpace(SearchSpace):
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 36,
                 "cells_per_stage": 4, "cell_blocks": 5, "mean": CIFAR_MEAN, "std": CIFAR_STD}
 
-    def __init__(self, **config):
-        super().__init__(**config)
-        c = self.config
-        for key in ("filters", "cells_per_stage", "cell_blocks"):
-            if not isinstance(c[key], int) or c[key] < 1:
-                raise SearchSpaceError(f"shufflenasnet: {key} must be a positive integer, "
-                                       f"got {c[key]!r}.")
-        if c["filters"] % 2:
-            raise SearchSpaceError(f"shufflenasnet: filters={c['filters']} must be even: a "
-                                   "normal layer splits its channels in halves.")
+    positive_keys = ("filters", "cells_per_stage", "cell_blocks")
+    why_even = "a normal layer splits its channels in halves"
 
     def blocks(self):
         return [f"{kind}_{i}_{what}" for kind in ("normal", "reduce")
@@ -147,21 +136,11 @@ class ShuffleNasNetSpace(SearchSpace):
             return states[1:]
         return cell
 
-    def _layers(self):
-        """`(kind, name)` of the network's cell layers, in order."""
-        for stage in range(3):
-            if stage:
-                yield "reduce", f"reduce{stage}"
-            for k in range(self.config["cells_per_stage"]):
-                yield "normal", f"stage{stage + 1}_cell{k + 1}"
-
     def _network(self, cell, inputs):
         c, L = self.config, keras.layers
-        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
-                            variance=[(255.0 * s) ** 2 for s in c["std"]],
-                            name="normalize")(inputs)
         channels = c["filters"]
-        x = L.Conv2D(channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = L.Conv2D(channels, 3, padding="same", use_bias=False,
+                     name="stem_conv")(self._normalize(inputs))
         x = L.BatchNormalization(name="stem_bn", **BN)(x)
         for kind, name in self._layers():
             if kind == "normal":
@@ -182,32 +161,6 @@ class ShuffleNasNetSpace(SearchSpace):
     @staticmethod
     def _sum(blocks, name):
         return blocks[0] if len(blocks) == 1 else keras.layers.Add(name=f"{name}_sum")(blocks)
-
-    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
-        if layer_set is not None:
-            raise SearchSpaceError("shufflenasnet builds Keras 3 models only (its QAT is the "
-                                   "native one, export.qat_backend: \"native\").")
-        del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
-        self.validate_choices(choices)
-        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        return keras.Model(inputs, self._network(self._cell(choices), inputs),
-                           name=name or "shufflenasnet")
-
-    def build_supernet(self, mixing="chosen"):
-        """The weight-sharing network of ENAS (`search.method: "enas"`): one cell
-        architecture holds for every layer, so the path is set from outside
-        (`supernet_path`); differentiable rules would need logits shared across layers."""
-        rule = mixing_rules.get(mixing)
-        if not isinstance(rule, ChosenPathMixing):
-            raise SearchSpaceError(
-                f"shufflenasnet's supernet runs one cell architecture in every layer, chosen "
-                f"from outside: it takes the \"chosen\" rule of search.method \"enas\", not "
-                f"{type(rule).__name__}. Search it with method \"enas\", or \"tuner\" (a "
-                "network per trial).")
-        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        weights = {}
-        logits = self._network(self._supernet_cell(rule, weights), inputs)
-        return keras.Model(inputs, (logits, weights), name="shufflenasnet_supernet")
 
     def supernet_path(self, choices):
         self.validate_choices(choices)
@@ -241,7 +194,3 @@ class ShuffleNasNetSpace(SearchSpace):
                 for suffix, part in cell_op.parts.items():
                     if part.weights:
                         model.get_layer(f"{name}_b{i}_{suffix}").set_weights(part.get_weights())
-
-    def latency_ops(self):
-        raise SearchSpaceError("shufflenasnet has no latency table yet; time whole networks "
-                               "with tfnas benchmark.")
