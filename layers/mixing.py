@@ -51,6 +51,7 @@ def run_candidate(index, candidates, inputs, training=None, reproducible=True):
     [[1.0, 1.0]]
     """
     branches = [functools.partial(c, inputs, training=training) for c in candidates]
+    # tf.switch_case has no switch for the lowering; cond_v2.indexed_case, which it calls, has.
     if not tf.inside_function():
         return branches[int(index)]()
     return cond_v2.indexed_case(ops.cast(index, "int32"), branches,

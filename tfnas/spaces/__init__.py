@@ -10,5 +10,6 @@ from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
-__all__ = ["DEFAULT_SPACE", "EnasMicroSpace", "GrunasSpace", "ResNet50Space", "SearchSpace", "SearchSpaceError",
-           "ShuffleNasNetSpace", "available_spaces", "get_space", "register_space"]
+__all__ = ["DEFAULT_SPACE", "EnasMicroSpace", "GrunasSpace", "ResNet50Space", "SearchSpace",
+           "SearchSpaceError", "ShuffleNasNetSpace", "available_spaces", "get_space",
+           "register_space"]

@@ -5,7 +5,9 @@ weight-sharing supernet whose path is chosen from outside (`search.method: "enas
 import keras
 
 from tfnas.layers import mixing as mixing_rules
+from tfnas.layers.cell_ops import cell_op_layers
 from tfnas.layers.chosen_path import ChosenPathMixing
+from tfnas.layers.mixed_op import MixedOp
 from tfnas.spaces.base import SearchSpace, SearchSpaceError
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
@@ -38,6 +40,20 @@ class CellSpace(SearchSpace):
                 yield "reduce", f"reduce{stage}"
             for k in range(self.config["cells_per_stage"]):
                 yield "normal", f"stage{stage + 1}_cell{k + 1}"
+
+    @staticmethod
+    def _apply(x, op, channels, stride, name):
+        """`x` through the built-in layers of cell op `op` (`cell_op_layers`)."""
+        for _, layer in cell_op_layers(op, channels, stride, name):
+            x = layer(x)
+        return x
+
+    @staticmethod
+    def _mixed(rule, weights, candidates, choices, name, x):
+        """A supernet choice: `MixedOp` `name` over `candidates`, applied to `x`; its mixing
+        weights go to `weights[name]`."""
+        y, weights[name] = MixedOp(candidates, mixing=rule, choices=choices, name=name)(x)
+        return y
 
     def _normalize(self, inputs):
         """Images in [0, 255], normalized inside the model."""

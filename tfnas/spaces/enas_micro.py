@@ -31,11 +31,11 @@ network with them; they are not part of the search).
 import keras
 import numpy as np
 
-from tfnas.layers.cell_ops import (BN, ENAS_OPS, CellOp, PickInput, Zero, cell_op_layers,
-                                   factorized_reduce, factorized_reduce_layers)
-from tfnas.layers.mixed_op import MixedOp
+from tfnas.layers.cell_ops import (BN, ENAS_OPS, CellOp, PickInput, Zero, factorized_reduce,
+                                   factorized_reduce_layers)
 from tfnas.spaces.base import register_space
 from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
+
 BRANCHES = ("x", "y")
 
 
@@ -78,29 +78,16 @@ class EnasMicroSpace(CellSpace):
         return [j for j in range(nodes + 2) if j not in used]
 
     # -- layers -----------------------------------------------------------------------------
-    @staticmethod
-    def _chain(x, layers):
-        for layer in layers:
-            x = layer(x)
-        return x
-
     def _calibrate(self, inputs, channels, name):
         """The two cell inputs at the cell's channels and size (`_maybe_calibrate_size`)."""
-        L = keras.layers
         older, newer = inputs
         if older.shape[1] != newer.shape[1]:
             older = factorized_reduce(factorized_reduce_layers(channels, f"{name}_in0_reduce"),
                                       older)
         elif older.shape[-1] != channels:
-            older = self._chain(older, [L.ReLU(name=f"{name}_in0_relu"),
-                                        L.Conv2D(channels, 1, use_bias=False,
-                                                 name=f"{name}_in0_conv"),
-                                        L.BatchNormalization(name=f"{name}_in0_bn", **BN)])
+            older = self._apply(older, "conv_1x1", channels, 1, f"{name}_in0")
         if newer.shape[-1] != channels:
-            newer = self._chain(newer, [L.ReLU(name=f"{name}_in1_relu"),
-                                        L.Conv2D(channels, 1, use_bias=False,
-                                                 name=f"{name}_in1_conv"),
-                                        L.BatchNormalization(name=f"{name}_in1_bn", **BN)])
+            newer = self._apply(newer, "conv_1x1", channels, 1, f"{name}_in1")
         return [older, newer]
 
     def _cell(self, choices):
@@ -113,21 +100,14 @@ class EnasMicroSpace(CellSpace):
                 for b in BRANCHES:
                     source = choices[f"{kind}_{i}_{b}_input"]
                     op = choices[f"{kind}_{i}_{b}_op"]
-                    branches.append(self._chain(states[source], [
-                        layer for _, layer in cell_op_layers(op, channels, 1,
-                                                             f"{name}_n{i}_{b}_{source}_{op}")]))
+                    branches.append(self._apply(states[source], op, channels, 1,
+                                                f"{name}_n{i}_{b}_{source}_{op}"))
                 states.append(L.Add(name=f"{name}_n{i}_add")(branches))
             out = [states[j] for j in self.unused(choices, kind, nodes)]
             out = out[0] if len(out) == 1 else L.Concatenate(name=f"{name}_concat")(out)
-            return self._output(out, channels, name)
+            # ReLU, 1x1 convolution, BatchNorm: the output of the released cell.
+            return self._apply(out, "conv_1x1", channels, 1, f"{name}_out")
         return cell
-
-    @staticmethod
-    def _output(x, channels, name):
-        L = keras.layers
-        x = L.ReLU(name=f"{name}_out_relu")(x)
-        x = L.Conv2D(channels, 1, use_bias=False, name=f"{name}_out_conv")(x)
-        return L.BatchNormalization(name=f"{name}_out_bn", **BN)(x)
 
     def _supernet_cell(self, rule, weights):
         """Every (input, op) of every branch, and a per-node slice of the output convolution
@@ -135,8 +115,7 @@ class EnasMicroSpace(CellSpace):
         L, nodes = keras.layers, self.config["cell_nodes"]
 
         def mixed(candidates, choices, name, x):
-            y, weights[name] = MixedOp(candidates, mixing=rule, choices=choices, name=name)(x)
-            return y
+            return self._mixed(rule, weights, candidates, choices, name, x)
 
         def cell(states, kind, channels, name):
             del kind

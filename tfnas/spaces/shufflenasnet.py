@@ -21,10 +21,9 @@ README next to the paper's.
 
 import keras
 
-from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, cell_op_layers,
-                                   factorized_reduce, factorized_reduce_layers)
+from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, factorized_reduce,
+                                   factorized_reduce_layers)
 from tfnas.layers.channel_shuffle import ChannelShuffle, ChannelSplit
-from tfnas.layers.mixed_op import MixedOp
 from tfnas.spaces.base import register_space
 from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
 
@@ -90,9 +89,7 @@ class ShuffleNasNetSpace(CellSpace):
     def _op(x, op, channels, stride, name):
         if op == "identity" and stride != 1:
             return factorized_reduce(factorized_reduce_layers(channels, name), x)
-        for _, layer in cell_op_layers(op, channels, stride, name):
-            x = layer(x)
-        return x
+        return CellSpace._apply(x, op, channels, stride, name)
 
     def _cell(self, choices):
         """The derived cell of `choices`: `cell(x, kind, channels, stride, name)`."""
@@ -112,8 +109,7 @@ class ShuffleNasNetSpace(CellSpace):
         every input (as in ENAS). In a reduction cell an op on the cell input is strided and
         one on a block is not: input and op are one joint choice there."""
         def mixed(candidates, choices, name, x):
-            y, weights[name] = MixedOp(candidates, mixing=rule, choices=choices, name=name)(x)
-            return y
+            return self._mixed(rule, weights, candidates, choices, name, x)
 
         def cell(x, kind, channels, stride, name):
             del kind  # the stride says it
