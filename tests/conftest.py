@@ -15,3 +15,54 @@ def _seed():
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+def enas_search(path, recipe, overrides):
+    """A small ENAS search of `configs/<recipe>` through the pipeline, as `tfnas search`
+    runs it: `(config, architecture, supernet, trials.json rows)`."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    from tfnas import pipeline  # pylint: disable=import-outside-toplevel
+    from tfnas.config import load_config  # pylint: disable=import-outside-toplevel
+    from tfnas.run_dir import RunDirectory  # pylint: disable=import-outside-toplevel
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config(os.path.join(root, "configs", recipe), [
+        "data.limit=96", "data.batch_size=32",
+        'search.controller={"learning_rate": 0.05, "samples_per_update": 3}', *overrides])
+    run = RunDirectory(str(path))
+    run.save_config(config)
+    arch, supernet = pipeline.search(config, run, verbose=0)
+    with open(run.file("logs", "trials.json"), encoding="utf-8") as f:
+        return config, arch, supernet, json.load(f)
+
+
+def assert_trains_and_exports(model, tmp_path, ops):
+    """`model` (16x16 images) trains a step, converts to float32 and int8 TFLite with
+    built-in ops only, among them `ops`, runs in LiteRT, and converts through native QAT
+    to an int8 model."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfnas import deploy  # pylint: disable=import-outside-toplevel
+    from tfnas.deploy import quantize  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 10, 32)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
+    saved = deploy.export_saved_model(model, str(tmp_path / "sm"))
+    for mode in ("float32", "int8"):
+        path = deploy.convert(saved, str(tmp_path / f"{mode}.tflite"), mode,
+                              representative_data=[x], calibration_steps=16)
+        found = set(deploy.op_names(path))
+        assert not any(op.startswith("Flex") for op in found), found
+        assert set(ops) <= found
+        assert np.asarray(deploy.Runner(path)(x[0])).size == 10
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    qat, _, _ = quantize.train_and_convert(model, data, str(tmp_path / "qat.tflite"), epochs=0,
+                                           representative_data=[x], calibration_steps=16)
+    assert deploy.interpreter(qat).get_input_details()[0]["dtype"] == np.int8

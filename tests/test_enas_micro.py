@@ -1,20 +1,15 @@
 """The original ENAS micro space: cells of two-input nodes, weight sharing, TFLite and int8."""
 
 import json
-import os
 
-import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
 
-from tfnas import deploy
-from tfnas.deploy import quantize
+from conftest import assert_trains_and_exports, enas_search
 from tfnas.layers import set_path
 from tfnas.layers.cell_ops import ENAS_OPS
 from tfnas.spaces import SearchSpaceError, get_space
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _small(**config):
@@ -67,27 +62,8 @@ def test_the_derived_network_computes_what_the_supernet_computes_on_its_path():
 
 def test_every_op_trains_and_exports_to_builtin_tflite_and_int8(tmp_path):
     model = _small().build_model({**_cell("normal"), **_cell("reduce")})
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (32, 16, 16, 3)).astype("float32")
-    y = rng.integers(0, 10, 32)
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
-    saved = deploy.export_saved_model(model, str(tmp_path / "sm"))
-    for mode in ("float32", "int8"):
-        path = deploy.convert(saved, str(tmp_path / f"{mode}.tflite"), mode,
-                              representative_data=[x], calibration_steps=16)
-        ops = set(deploy.op_names(path))
-        assert not any(op.startswith("Flex") for op in ops), ops
-        assert {"AVERAGE_POOL_2D", "MAX_POOL_2D", "DEPTHWISE_CONV_2D", "ADD"} <= ops
-        assert np.asarray(deploy.Runner(path)(x[0])).size == 10
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    qat, _, _ = quantize.train_and_convert(model, data, str(tmp_path / "qat.tflite"), epochs=0,
-                                           representative_data=[x], calibration_steps=16)
-    assert deploy.interpreter(qat).get_input_details()[0]["dtype"] == np.int8
+    assert_trains_and_exports(model, tmp_path,
+                              {"AVERAGE_POOL_2D", "MAX_POOL_2D", "DEPTHWISE_CONV_2D", "ADD"})
 
 
 def test_bad_enas_micro_input_is_a_clear_error():
@@ -104,19 +80,12 @@ def test_bad_enas_micro_input_is_a_clear_error():
 
 def test_enas_searches_the_micro_cells_in_one_trace(tmp_path):
     from tfnas import pipeline
-    from tfnas.config import load_config
-    from tfnas.run_dir import RunDirectory
 
-    config = load_config(os.path.join(ROOT, "configs", "enas_micro_enas.json"), [
-        "data.limit=96", "data.batch_size=32", "search.trials=4", "search.child_steps=1",
+    config, arch, supernet, trials = enas_search(tmp_path / "run", "enas_micro_enas.json", [
+        "search.trials=4", "search.child_steps=1",
         # One node: the trace of the shared step grows with the candidates (about 40 s here).
-        'space.config={"filters": 8, "cells_per_stage": 1, "cell_nodes": 1}',
-        'search.controller={"learning_rate": 0.05, "samples_per_update": 3}'])
-    run = RunDirectory(str(tmp_path / "run"))
-    run.save_config(config)
-    arch, supernet = pipeline.search(config, run, verbose=0)
+        'space.config={"filters": 8, "cells_per_stage": 1, "cell_nodes": 1}'])
     assert arch.metadata["child_step_traces"] == 1
-    trials = json.load(open(run.file("logs", "trials.json"), encoding="utf-8"))
     assert len(trials) == 4 and len({json.dumps(t["choices"], sort_keys=True)
                                      for t in trials}) > 1
     space = arch.search_space()

@@ -3,14 +3,12 @@
 import json
 import os
 
-import keras
 import keras_tuner as kt
 import numpy as np
 import pytest
 
-from tfnas import deploy
+from conftest import assert_trains_and_exports, enas_search
 from tfnas.architecture import Architecture
-from tfnas.deploy import quantize
 from tfnas.spaces import SearchSpaceError, get_space
 from tfnas.spaces.shufflenasnet import CELL_A, CELL_B, OPS, PAPER_MODELS, cell_choices
 
@@ -52,33 +50,8 @@ def test_every_op_trains_and_exports_to_builtin_tflite_and_int8(tmp_path):
                "reduce_0_input": 0, "reduce_0_op": "identity",
                "reduce_1_input": 0, "reduce_1_op": "sep_conv_3x3",
                "reduce_2_input": 2, "reduce_2_op": "max_pool_3x3"}
-    model = space.build_model(choices)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (32, 16, 16, 3)).astype("float32")
-    y = rng.integers(0, 10, 32)
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
-    saved = deploy.export_saved_model(model, str(tmp_path / "sm"))
-    for mode in ("float32", "int8"):
-        path = deploy.convert(saved, str(tmp_path / f"{mode}.tflite"), mode,
-                              representative_data=[x], calibration_steps=16)
-        ops = set(deploy.op_names(path))
-        assert not any(op.startswith("Flex") for op in ops), ops
-        assert {"NEG", "MAX_POOL_2D", "DEPTHWISE_CONV_2D", "SPLIT"} <= ops
-        logits = deploy.Runner(path)(x[0])
-        assert np.asarray(logits).size == 10
-    qat, _, _ = quantize.train_and_convert(model, _dataset(x, y), str(tmp_path / "qat.tflite"),
-                                           epochs=0, representative_data=[x],
-                                           calibration_steps=16)
-    assert deploy.interpreter(qat).get_input_details()[0]["dtype"] == np.int8
-
-
-def _dataset(x, y):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    assert_trains_and_exports(space.build_model(choices), tmp_path,
+                              {"NEG", "MAX_POOL_2D", "DEPTHWISE_CONV_2D", "SPLIT"})
 
 
 def test_each_block_is_a_keras_tuner_choice():
@@ -106,21 +79,13 @@ def test_bad_shufflenasnet_input_is_a_clear_error():
 
 
 def test_enas_searches_the_cells_in_one_trace_and_the_derived_network_inherits_them(tmp_path):
-    from tfnas import pipeline
-    from tfnas.config import load_config
     from tfnas.layers import set_path
-    from tfnas.run_dir import RunDirectory
 
-    config = load_config(os.path.join(ROOT, "configs", "shufflenasnet_enas.json"), [
-        "data.limit=96", "data.batch_size=32", "search.trials=6", "search.child_steps=2",
-        'space.config={"filters": 8, "cells_per_stage": 1, "cell_blocks": 2}',
-        'search.controller={"learning_rate": 0.05, "samples_per_update": 3}'])
-    run = RunDirectory(str(tmp_path / "run"))
-    run.save_config(config)
-    arch, supernet = pipeline.search(config, run, verbose=0)
+    _, arch, supernet, trials = enas_search(tmp_path / "run", "shufflenasnet_enas.json", [
+        "search.trials=6", "search.child_steps=2",
+        'space.config={"filters": 8, "cells_per_stage": 1, "cell_blocks": 2}'])
     # Six sampled cells (and the shorter last batch of an epoch) ran in one traced step.
     assert arch.metadata["child_step_traces"] == 1
-    trials = json.load(open(run.file("logs", "trials.json"), encoding="utf-8"))
     assert len({json.dumps(t["choices"], sort_keys=True) for t in trials}) > 1
     space = arch.search_space()
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
