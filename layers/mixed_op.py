@@ -25,6 +25,11 @@ class MixedOp(keras.layers.Layer):
         choices: JSON-serializable labels of the candidates (e.g. group
             counts); default `0..n-1`.
         logits_initializer: initializer of the logits (default zeros: uniform).
+        logits_from: another `MixedOp` with the same choices whose logits this op
+            uses instead of owning a vector: a cell space whose cells of one type
+            share one architecture (DARTS, NAS-Bench-201). The op then has no
+            `architecture_variables`, `distributions` leaves it out, and it is
+            rebuilt by its space's `build_supernet`, not by `from_config`.
 
     Example:
 
@@ -36,7 +41,7 @@ class MixedOp(keras.layers.Layer):
     """
 
     def __init__(self, candidates, mixing="softmax", choices=None,
-                 logits_initializer="zeros", **kwargs):
+                 logits_initializer="zeros", logits_from=None, **kwargs):
         super().__init__(**kwargs)
         self.candidates = list(candidates)
         if len(self.candidates) < 2:
@@ -48,10 +53,29 @@ class MixedOp(keras.layers.Layer):
                              f"{len(self.candidates)} candidates.")
         self.mixing = mixing_rules.get(mixing)
         self.logits_initializer = keras.initializers.get(logits_initializer)
+        if logits_from is not None and (not isinstance(logits_from, MixedOp)
+                                        or logits_from.choices != self.choices):
+            raise ValueError(f"{self.name}: logits_from must be a MixedOp with the same choices "
+                             f"{self.choices}, got {logits_from!r}.")
+        # Not tracked as a sublayer: the owner's logits and candidates are not this op's.
+        object.__setattr__(self, "_logits_from", logits_from)
+
+    @property
+    def owns_logits(self):
+        """Whether this op holds its architecture logits (see `logits_from`)."""
+        return self._logits_from is None
+
+    @property
+    def logits(self):
+        return self._logits if self.owns_logits else self._logits_from.logits
 
     def build(self, input_shape):
-        self.logits = self.add_weight(name="arch_logits", shape=(len(self.candidates),),
-                                      initializer=self.logits_initializer)
+        if self.owns_logits:
+            self._logits = self.add_weight(name="arch_logits", shape=(len(self.candidates),),
+                                           initializer=self.logits_initializer)
+        elif not self._logits_from.built:
+            raise ValueError(f"{self.name}: call {self._logits_from.name}, whose logits it "
+                             "uses, first.")
         shapes = set()
         for candidate in self.candidates:
             if not candidate.built:
@@ -64,7 +88,7 @@ class MixedOp(keras.layers.Layer):
 
     @property
     def architecture_variables(self):
-        return [self.logits]
+        return [self.logits] if self.owns_logits else []
 
     def probabilities(self):
         """The current categorical distribution over candidates (a tensor)."""
@@ -84,11 +108,16 @@ class MixedOp(keras.layers.Layer):
             "mixing": keras.saving.serialize_keras_object(self.mixing),
             "choices": self.choices,
             "logits_initializer": keras.initializers.serialize(self.logits_initializer),
+            "logits_from": None if self.owns_logits else self._logits_from.name,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if config.pop("logits_from", None) is not None:
+            raise ValueError(f"{config.get('name')} uses the logits of another MixedOp: rebuild "
+                             "the supernet with its space's build_supernet and load its weights "
+                             "(save_weights), not from a config.")
         config["candidates"] = [keras.saving.deserialize_keras_object(c)
                                 for c in config["candidates"]]
         config["mixing"] = keras.saving.deserialize_keras_object(config["mixing"])
@@ -103,9 +132,10 @@ def mixed_ops(model):
 
 def distributions(ops_or_model):
     """`{block: (choice labels, probabilities as a float64 array)}` of the mixed ops of a
-    model (or of a list of them), in graph order: what searches log and derive from."""
+    model (or of a list of them) that own their logits, in graph order: what searches log
+    and derive from."""
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     ops_ = ops_or_model if isinstance(ops_or_model, (list, tuple)) else mixed_ops(ops_or_model)
     return {op.name: (op.choices, np.asarray(ops.convert_to_numpy(op.probabilities()),
-                                             "float64")) for op in ops_}
+                                             "float64")) for op in ops_ if op.owns_logits}

@@ -147,3 +147,31 @@ def test_mixed_op_round_trips_through_config():
     assert clone.choices == [1, 2]
     np.testing.assert_allclose(ops.convert_to_numpy(clone(x)[0]), ops.convert_to_numpy(y),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_ops_that_share_logits_are_one_architecture_choice():
+    from tfnas import SearchModel
+    from tfnas.layers.mixed_op import distributions
+
+    x = keras.Input((3,))
+    owner = MixedOp([keras.layers.Dense(2), keras.layers.Dense(2)], choices=["a", "b"],
+                    name="edge")
+    sharer = MixedOp([keras.layers.Dense(2), keras.layers.Dense(2)], choices=["a", "b"],
+                     logits_from=owner, name="cell2_edge")
+    h, w1 = owner(x)
+    y, w2 = sharer(h)
+    search = SearchModel(keras.Model(x, (y, {"edge": w1, "cell2_edge": w2})))
+    search.compile(optimizer="sgd", arch_optimizer=keras.optimizers.Adam(0.1))
+    assert [v.path for v in search.architecture_variables] == [owner.logits.path]
+    assert sharer.logits is owner.logits and not sharer.architecture_variables
+    assert owner.logits.path not in [v.path for v in search.weight_variables]
+    assert list(distributions(search.supernet)) == ["edge"]
+    import tensorflow as tf
+
+    arch_batch = (np.ones((4, 3), "float32"), np.array([0, 1, 0, 1]), np.int32(1))
+    search.fit(tf.data.Dataset.from_tensors(arch_batch), epochs=1, verbose=0)
+    assert not np.allclose(ops.convert_to_numpy(owner.logits), 0.0)  # one update, both ops
+    with pytest.raises(ValueError, match="same choices"):
+        MixedOp([keras.layers.Dense(2)] * 2, choices=["a", "c"], logits_from=owner)
+    with pytest.raises(ValueError, match="build_supernet"):
+        MixedOp.from_config(sharer.get_config())

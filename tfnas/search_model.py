@@ -54,6 +54,8 @@ class SearchModel(keras.Model):
         self.mixed_ops = mixed_ops(supernet)
         if not self.mixed_ops:
             raise ValueError("The supernet has no MixedOp layers: nothing to search.")
+        # The ops whose logits an architecture step updates (others share them).
+        self.logit_ops = [op for op in self.mixed_ops if op.owns_logits]
         self.cost = cost or ParameterCost.from_supernet(supernet)
         self.penalty = penalties.get(penalty)
         self.arch_updates_enabled = keras.Variable(True, dtype="bool", trainable=False,
@@ -70,7 +72,7 @@ class SearchModel(keras.Model):
 
     @property
     def architecture_variables(self):
-        return [v for op in self.mixed_ops for v in op.architecture_variables]
+        return [v for op in self.logit_ops for v in op.architecture_variables]
 
     @property
     def weight_variables(self):
@@ -149,14 +151,14 @@ class SearchModel(keras.Model):
         return ops.convert_to_tensor(0)
 
     def _arch_step(self, x, y):
-        old_logits = [ops.copy(op.logits) for op in self.mixed_ops]
+        old_logits = [ops.copy(op.logits) for op in self.logit_ops]
         with contextlib.ExitStack() as stack:
             # Binary gates trace their gate gradients only into this branch.
             for rule in self.mixing_rules:
                 stack.enter_context(rule.architecture_step())
             loss, _, cost, _ = self._update(x, y, self.architecture_variables,
                                             self.arch_optimizer)
-        for op, old in zip(self.mixed_ops, old_logits):
+        for op, old in zip(self.logit_ops, old_logits):
             op.mixing.after_update(op.logits, old, state=op.mixing_state)
         self.penalty.update(cost)
         self.arch_loss_tracker.update_state(loss)
