@@ -14,42 +14,69 @@ CELL_OPS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "min_pool_3x3", "ide
             "conv_1x1")
 # The original ENAS micro space's five ops (Pham et al., 2018), in its code's order.
 ENAS_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
-OPS = tuple(dict.fromkeys(CELL_OPS + ENAS_OPS))
+# DARTS's PRIMITIVES (Liu et al., 2019, genotypes.py), in its order.
+DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+             "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+# NAS-Bench-201's five ops (Dong and Yang, 2020), in its order.
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+OPS = tuple(dict.fromkeys(CELL_OPS + ENAS_OPS + DARTS_OPS + NB201_OPS))
 BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
-def cell_op_layers(op, channels, stride, name):
+def _batch_norm(name, affine=True):
+    """BatchNorm as the papers' PyTorch code has it; `affine=False` (their search networks)
+    learns no scale and offset."""
+    return keras.layers.BatchNormalization(name=name, center=affine, scale=affine, **BN)
+
+
+def cell_op_layers(op, channels, stride, name, affine=True):
     """`[(suffix, layer)]`, the chain of built-in layers of `op` (none for identity at
-    stride 1; identity at stride 2 is `factorized_reduce_layers`, not a chain)."""
+    stride 1; identity at stride 2 is `factorized_reduce_layers`, not a chain; `none` is
+    `Zero`). `skip_connect` is the identity; `affine=False` gives BatchNorms without scale
+    and offset (DARTS's search network)."""
     L = keras.layers
-    if op == "identity":
+    if op in ("identity", "skip_connect"):
         if stride != 1:
-            raise ValueError("identity at stride 2 is a factorized reduction, not a chain.")
+            raise ValueError(f"{op} at stride 2 is a factorized reduction, not a chain.")
         return []
+    if op == "none":
+        raise ValueError("none is the Zero layer, not a chain.")
     if op in ("max_pool_3x3", "min_pool_3x3", "avg_pool_3x3"):
         pool = {"max_pool_3x3": L.MaxPooling2D, "min_pool_3x3": MinPooling2D,
                 "avg_pool_3x3": L.AveragePooling2D}[op]
         return [("pool", pool(3, strides=stride, padding="same", name=f"{name}_pool"))]
-    if op == "conv_1x1":
+    if op in ("conv_1x1", "nor_conv_1x1", "nor_conv_3x3"):
+        kernel = 3 if op == "nor_conv_3x3" else 1
         return [("relu", L.ReLU(name=f"{name}_relu")),
-                ("conv", L.Conv2D(channels, 1, strides=stride, use_bias=False,
-                                  name=f"{name}_conv")),
-                ("bn", L.BatchNormalization(name=f"{name}_bn", **BN))]
+                ("conv", L.Conv2D(channels, kernel, strides=stride, padding="same",
+                                  use_bias=False, name=f"{name}_conv")),
+                ("bn", _batch_norm(f"{name}_bn", affine))]
+    if op in ("dil_conv_3x3", "dil_conv_5x5"):
+        # TensorFlow has no strided dilated convolution: stride 1, then every second pixel,
+        # the same samples as PyTorch's symmetric padding takes.
+        chain = [("relu", L.ReLU(name=f"{name}_relu")),
+                 ("dw", L.DepthwiseConv2D(int(op[-1]), padding="same", dilation_rate=2,
+                                          use_bias=False, name=f"{name}_dw"))]
+        if stride != 1:
+            chain.append(("subsample", L.MaxPooling2D(1, strides=stride,
+                                                      name=f"{name}_subsample")))
+        return chain + [("pw", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")),
+                        ("bn", _batch_norm(f"{name}_bn", affine))]
     if op not in ("sep_conv_3x3", "sep_conv_5x5"):
         raise ValueError(f"unknown cell op {op!r}; ops are {list(OPS)}.")
     kernel = 3 if op == "sep_conv_3x3" else 5
     chain = []
-    for k in range(2):  # ENAS applies a separable convolution twice
+    for k in range(2):  # ENAS and DARTS apply a separable convolution twice
         chain += [(f"relu{k}", L.ReLU(name=f"{name}_relu{k}")),
                   (f"dw{k}", L.DepthwiseConv2D(kernel, strides=stride if k == 0 else 1,
                                                padding="same", use_bias=False,
                                                name=f"{name}_dw{k}")),
                   (f"pw{k}", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw{k}")),
-                  (f"bn{k}", L.BatchNormalization(name=f"{name}_bn{k}", **BN))]
+                  (f"bn{k}", _batch_norm(f"{name}_bn{k}", affine))]
     return chain
 
 
-def factorized_reduce_layers(channels, name):
+def factorized_reduce_layers(channels, name, affine=True):
     """`{suffix: layer}` of a factorized reduction: two 1x1 stride-2 convolutions, the
     second on the input shifted by one pixel, concatenated, then BatchNorm."""
     L = keras.layers
@@ -61,7 +88,7 @@ def factorized_reduce_layers(channels, name):
             "conv_b": L.Conv2D(channels - channels // 2, 1, strides=2, use_bias=False,
                                name=f"{name}_conv_b"),
             "concat": L.Concatenate(name=f"{name}_concat"),
-            "bn": L.BatchNormalization(name=f"{name}_bn", **BN)}
+            "bn": _batch_norm(f"{name}_bn", affine)}
 
 
 def factorized_reduce(layers, x, training=None):
@@ -86,15 +113,18 @@ class CellOp(keras.layers.Layer):
     ['bn0', 'bn1', 'dw0']
     """
 
-    def __init__(self, op, channels, strides=1, **kwargs):
+    def __init__(self, op, channels, strides=1, affine=True, **kwargs):
         super().__init__(**kwargs)
         self.op, self.channels, self.strides = op, int(channels), int(strides)
-        self.factorized = op == "identity" and self.strides != 1
+        self.affine = bool(affine)
+        self.factorized = op in ("identity", "skip_connect") and self.strides != 1
         if self.factorized:
-            reduce = factorized_reduce_layers(self.channels, self.name)
+            reduce = factorized_reduce_layers(self.channels, self.name, self.affine)
             self.suffixes, self.chain = list(reduce), list(reduce.values())
+        elif op == "none":
+            self.suffixes, self.chain = ["zero"], [Zero(self.strides, name=f"{self.name}_zero")]
         else:
-            pairs = cell_op_layers(op, self.channels, self.strides, self.name)
+            pairs = cell_op_layers(op, self.channels, self.strides, self.name, self.affine)
             self.suffixes = [s for s, _ in pairs]
             self.chain = [layer for _, layer in pairs]
 
@@ -135,7 +165,7 @@ class CellOp(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "op": self.op, "channels": self.channels,
-                "strides": self.strides}
+                "strides": self.strides, "affine": self.affine}
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
@@ -181,17 +211,33 @@ class PickInput(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfnas")
 class Zero(keras.layers.Layer):
-    """Zeros shaped like its input: the candidate of a supernet choice that contributes
-    nothing (a node that another node uses is not in the ENAS cell's output).
+    """Zeros shaped like its input (every `strides`-th pixel at stride 2): the candidate of
+    a supernet choice that contributes nothing (DARTS's and NAS-Bench-201's `none`; a node
+    that another node uses is not in the ENAS cell's output).
 
     Example:
 
     >>> keras.ops.convert_to_numpy(Zero()(keras.ops.ones((1, 2)))).tolist()
     [[0.0, 0.0]]
+    >>> tuple(Zero(strides=2)(keras.ops.ones((1, 5, 4, 3))).shape)
+    (1, 3, 2, 3)
     """
 
+    def __init__(self, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = int(strides)
+
     def call(self, inputs):
+        if self.strides != 1:
+            inputs = inputs[:, ::self.strides, ::self.strides, :]
         return keras.ops.zeros_like(inputs)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.strides == 1:
+            return input_shape
+        return (input_shape[0],) + tuple(
+            None if d is None else (d + self.strides - 1) // self.strides
+            for d in input_shape[1:3]) + tuple(input_shape[3:])
+
+    def get_config(self):
+        return {**super().get_config(), "strides": self.strides}

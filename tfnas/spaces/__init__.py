@@ -2,14 +2,17 @@
 
 from tfnas.spaces.base import (SearchSpace, SearchSpaceError, available_spaces, get_space,
                                register_space)
+from tfnas.spaces.darts import DartsSpace
 from tfnas.spaces.enas_micro import EnasMicroSpace
 from tfnas.spaces.grunas import GrunasSpace
+from tfnas.spaces.nasbench201 import NasBench201Space
 from tfnas.spaces.resnet import ResNet50Space
 from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
 
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
-__all__ = ["DEFAULT_SPACE", "EnasMicroSpace", "GrunasSpace", "ResNet50Space", "SearchSpace",
+__all__ = ["DEFAULT_SPACE", "DartsSpace", "EnasMicroSpace", "GrunasSpace", "NasBench201Space",
+           "ResNet50Space", "SearchSpace",
            "SearchSpaceError", "ShuffleNasNetSpace", "available_spaces", "get_space",
            "register_space"]

@@ -1,0 +1,93 @@
+"""The DARTS space: the paper's networks parameter for parameter, its derivation rule and
+genotypes, the search network sharing one architecture per cell kind."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_trains_and_exports
+from tfnas import SearchModel
+from tfnas.costs import count_parameters
+from tfnas.layers.cell_ops import DARTS_OPS
+from tfnas.spaces import SearchSpaceError, get_space
+from tfnas.spaces.darts import DARTS_V2, choices_genotype, genotype_choices
+
+
+def test_darts_v2_evaluation_network_has_the_original_codes_parameter_count():
+    # DARTS's cnn/model.py NetworkCIFAR(C=36, layers=20, genotype=DARTS_V2), counted by its
+    # train.py (utils.count_parameters_in_MB leaves the auxiliary head out): 3.349342 MB,
+    # the paper's "3.3 M".
+    model = get_space("darts", {"filters": 36, "cells": 20}).build_model(
+        genotype_choices(DARTS_V2))
+    assert count_parameters(model) == 3_349_342
+
+
+def test_genotypes_convert_both_ways_and_bad_genotypes_say_what_is_wrong():
+    choices = genotype_choices(DARTS_V2)
+    assert sum(op != "none" for op in choices.values()) == 16
+    back = choices_genotype(choices)
+    for kind in ("normal", "reduce"):
+        for i in range(4):
+            assert sorted(back[kind][2 * i:2 * i + 2], key=str) == \
+                sorted(DARTS_V2[kind][2 * i:2 * i + 2], key=str)
+        assert back[f"{kind}_concat"] == [2, 3, 4, 5]
+    bad = {**DARTS_V2, "normal": [("sep_conv_7x7", 0)] + DARTS_V2["normal"][1:]}
+    with pytest.raises(SearchSpaceError, match="Unknown op 'sep_conv_7x7'"):
+        genotype_choices(bad)
+    with pytest.raises(SearchSpaceError, match="two .* pairs .* 8.* got 7"):
+        genotype_choices({**DARTS_V2, "reduce": DARTS_V2["reduce"][:7]})
+    with pytest.raises(SearchSpaceError, match="Node 0 .* takes input 2"):
+        genotype_choices({**DARTS_V2, "normal": [("sep_conv_3x3", 2)] + DARTS_V2["normal"][1:]})
+
+
+def test_derivation_keeps_the_two_strongest_edges_of_a_node_leaving_none_out():
+    space = get_space("darts", {"nodes": 2})
+    uniform = [1 / 8] * 8
+    probabilities = {b: uniform for b in space.blocks()}
+    # Node 1 of the normal cell: "none" dominates input 0, which still has the strongest
+    # other op; input 2 (node 0) is next; input 1 has the weakest best op.
+    probabilities["normal_n1_in0"] = [0.72, 0, 0, 0, 0.2, 0.08, 0, 0]
+    probabilities["normal_n1_in1"] = [0.1, 0.13, 0.11, 0.11, 0.11, 0.11, 0.11, 0.12]
+    probabilities["normal_n1_in2"] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.85, 0.15]
+    choices = space.derive(probabilities)
+    assert (choices["normal_n1_in0"], choices["normal_n1_in1"], choices["normal_n1_in2"]) == \
+        ("sep_conv_3x3", "none", "dil_conv_3x3")
+    for kind in ("normal", "reduce"):
+        for i in range(2):
+            kept = [choices[f"{kind}_n{i}_in{j}"] for j in range(i + 2)]
+            assert sum(op != "none" for op in kept) == 2
+
+
+def test_search_network_shares_alpha_per_cell_kind_and_takes_a_search_step():
+    import tensorflow as tf
+
+    from tfnas.data import search_schedule
+
+    space = get_space("darts", {"filters": 4, "cells": 3, "nodes": 2, "input_shape": [8, 8, 3]})
+    supernet = space.build_supernet("softmax")
+    search = SearchModel(supernet)
+    assert len(search.mixed_ops) == 3 * 5 and len(search.architecture_variables) == 10
+    assert [op.name for op in search.logit_ops] == \
+        sorted(space.blocks(), key=lambda b: (b.startswith("reduce"), b))
+    search.compile(optimizer="sgd", arch_optimizer="adam")
+    rng = np.random.default_rng(0)
+    split = tf.data.Dataset.from_tensor_slices(
+        (rng.uniform(0, 255, (8, 8, 8, 3)).astype("float32"), rng.integers(0, 10, 8))).batch(4)
+    search.fit(search_schedule(split, split), epochs=1, verbose=0)
+    logits = [np.asarray(v) for v in search.architecture_variables]
+    assert all(np.ptp(v) > 0 for v in logits)  # the alpha step moved every edge
+    arch = search.derive_architecture(space)
+    assert set(arch.choices.values()) <= set(DARTS_OPS)
+
+
+def test_derived_network_trains_and_exports_with_builtin_ops(tmp_path):
+    space = get_space("darts", {"filters": 4, "cells": 3, "input_shape": [16, 16, 3]})
+    choices = genotype_choices({
+        "normal": DARTS_V2["normal"],
+        # Every op at stride 2 on the cell inputs, and a node left with both inputs.
+        "reduce": [("dil_conv_5x5", 0), ("sep_conv_5x5", 1), ("skip_connect", 1),
+                   ("avg_pool_3x3", 0), ("dil_conv_3x3", 1), ("max_pool_3x3", 0),
+                   ("skip_connect", 0), ("sep_conv_3x3", 1)]})
+    model = space.build_model(choices)
+    assert_trains_and_exports(model, tmp_path, {"DEPTHWISE_CONV_2D", "CONV_2D", "MAX_POOL_2D",
+                                                "AVERAGE_POOL_2D", "CONCATENATION"})
+    assert count_parameters(model) > 0

@@ -1,0 +1,276 @@
+"""The DARTS cell space.
+
+Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", ICLR
+2019, and its released code (cnn/model_search.py, cnn/model.py,
+cnn/operations.py, cnn/genotypes.py). A cell takes the outputs of the two
+previous cells (brought to C channels by ReLU-1x1 conv-BN, or a factorized
+reduction after a reduction cell) and has `nodes` intermediate nodes; node i
+sums ops on the two inputs and every earlier node, and the cell output
+concatenates the intermediate nodes. Its edges are the blocks,
+`{kind}_n{i}_in{j}` for the normal and the reduction cell, each one of the
+8 ops `DARTS_OPS` ("none" leaves the edge out). Reductions sit at 1/3 and
+2/3 of the depth and double the channels; their ops on the cell inputs have
+stride 2 (`skip_connect` is then a factorized reduction).
+
+`build_supernet` is the search network (all edges mixed, BatchNorm without
+scale and offset, a BatchNorm after each pooling op, as the released search
+code); every normal cell uses the first normal cell's logits and every
+reduction cell the first reduction cell's. `derive` is DARTS's rule: each
+node keeps its two strongest incoming edges, an edge's strength being its
+best op other than none, with that op. `build_model` is the evaluation
+network of a genotype; `genotype_choices` and `choices_genotype` convert
+from and to DARTS's `Genotype(normal=[(op, input), ...], reduce=[...])`.
+"""
+
+import keras
+import numpy as np
+
+from tfnas.layers import mixing as mixing_rules
+from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, cell_op_layers,
+                                   factorized_reduce, factorized_reduce_layers)
+from tfnas.layers.mixed_op import MixedOp
+from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD
+
+KINDS = ("normal", "reduce")
+
+# DARTS (second order), the cells of the paper's CIFAR-10 results (genotypes.py, DARTS_V2).
+DARTS_V2 = {
+    "normal": [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
+               ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("skip_connect", 0),
+               ("skip_connect", 0), ("dil_conv_3x3", 2)],
+    "reduce": [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
+               ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("skip_connect", 2),
+               ("skip_connect", 2), ("max_pool_3x3", 1)],
+}
+
+
+def edge_block(kind, i, j):
+    return f"{kind}_n{i}_in{j}"
+
+
+def genotype_choices(genotype, nodes=4):
+    """`{block: op}` of a DARTS genotype `{"normal": [(op, input)] * 2 * nodes,
+    "reduce": ...}` (a `Genotype`'s fields, or a dict with them); its edges not in the
+    genotype are "none".
+
+    Example:
+
+    >>> choices = genotype_choices(DARTS_V2)
+    >>> choices["normal_n3_in2"], choices["normal_n3_in1"]
+    ('dil_conv_3x3', 'none')
+    """
+    get = genotype.get if isinstance(genotype, dict) else lambda k: getattr(genotype, k)
+    choices = {edge_block(kind, i, j): "none" for kind in KINDS for i in range(nodes)
+               for j in range(i + 2)}
+    for kind in KINDS:
+        pairs = [tuple(p) for p in get(kind)]
+        if len(pairs) != 2 * nodes:
+            raise SearchSpaceError(f"A DARTS genotype's {kind} cell lists two (op, input) "
+                                   f"pairs for each of its {nodes} nodes ({2 * nodes}); got "
+                                   f"{len(pairs)}.")
+        for k, (op, j) in enumerate(pairs):
+            i = k // 2
+            if op not in DARTS_OPS or op == "none":
+                raise SearchSpaceError(f"Unknown op {op!r} in the {kind} cell of the genotype; "
+                                       f"DARTS ops are {list(DARTS_OPS[1:])}.")
+            if not isinstance(j, int) or not 0 <= j < i + 2:
+                raise SearchSpaceError(f"Node {i} of the {kind} cell takes input {j!r}; it can "
+                                       f"take 0..{i + 1} (the two cell inputs, earlier nodes).")
+            block = edge_block(kind, i, j)
+            if choices[block] != "none":
+                raise SearchSpaceError(f"Node {i} of the {kind} cell takes input {j} twice.")
+            choices[block] = op
+    return choices
+
+
+def choices_genotype(choices, nodes=4):
+    """DARTS's genotype (`{"normal": [(op, input)], "normal_concat", "reduce", ...}`) of
+    `{block: op}`, edges in input order."""
+    genotype = {}
+    for kind in KINDS:
+        genotype[kind] = [(choices[edge_block(kind, i, j)], j) for i in range(nodes)
+                          for j in range(i + 2) if choices[edge_block(kind, i, j)] != "none"]
+        genotype[f"{kind}_concat"] = list(range(2, nodes + 2))
+    return genotype
+
+
+@register_space
+class DartsSpace(SearchSpace):
+    """DARTS's space: a normal and a reduction cell of `nodes` nodes, `cells` cells.
+
+    The search network of the paper is `filters=16, cells=8`; its evaluation
+    network `filters=36, cells=20`. Models take float images in [0, 255] and
+    normalize them inside.
+
+    Example:
+
+    >>> space = DartsSpace(filters=4, cells=3)
+    >>> space.build_model(genotype_choices(DARTS_V2)).output_shape
+    (None, 10)
+    """
+
+    name = "darts"
+    defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16, "cells": 8,
+                "nodes": 4, "stem_multiplier": 3, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        c = self.config
+        for key in ("filters", "cells", "nodes", "stem_multiplier"):
+            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
+                raise SearchSpaceError(f"{self.name}: {key} must be a positive integer, got "
+                                       f"{c[key]!r}.")
+        if c["cells"] < 3:
+            raise SearchSpaceError(f"{self.name}: cells={c['cells']}: a DARTS network has "
+                                   "reduction cells at 1/3 and 2/3 of its depth and needs at "
+                                   "least 3 cells.")
+        if c["filters"] % 2:
+            raise SearchSpaceError(f"{self.name}: filters={c['filters']} must be even: a "
+                                   "factorized reduction splits channels in halves.")
+
+    def blocks(self):
+        return [edge_block(kind, i, j) for kind in KINDS for i in range(self.config["nodes"])
+                for j in range(i + 2)]
+
+    def candidates(self, block):
+        del block
+        return list(DARTS_OPS)
+
+    def derive(self, probabilities):
+        """DARTS's rule: per node, the two incoming edges whose best op other than none is
+        strongest, each with that op; the other edges are none."""
+        choices = {}
+        ops = np.asarray(DARTS_OPS)
+        for kind in KINDS:
+            for i in range(self.config["nodes"]):
+                inputs = [edge_block(kind, i, j) for j in range(i + 2)]
+                best = {b: int(np.argmax(probabilities[b][1:])) + 1 for b in inputs}
+                strength = {b: probabilities[b][best[b]] for b in inputs}
+                kept = sorted(inputs, key=lambda b: -strength[b])[:2]
+                for b in inputs:
+                    choices[b] = str(ops[best[b]]) if b in kept else "none"
+        return choices
+
+    def genotype(self, choices):
+        self.validate_choices(choices)
+        return choices_genotype(choices, self.config["nodes"])
+
+    # -- layers -----------------------------------------------------------------------------
+    def _cells(self):
+        """`(kind, index)` of every cell, in order."""
+        n = self.config["cells"]
+        for k in range(n):
+            yield ("reduce" if k in (n // 3, 2 * n // 3) else "normal"), k
+
+    def _network(self, cell, inputs, affine):
+        c, L = self.config, keras.layers
+        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
+                            variance=[(255.0 * s) ** 2 for s in c["std"]],
+                            name="normalize")(inputs)
+        x = L.Conv2D(c["stem_multiplier"] * c["filters"], 3, padding="same", use_bias=False,
+                     name="stem_conv")(x)
+        x = L.BatchNormalization(name="stem_bn", **BN)(x)
+        states, channels, reduced_before = [x, x], c["filters"], False
+        for kind, k in self._cells():
+            if kind == "reduce":
+                channels *= 2
+            name = f"cell{k}"
+            older, newer = states
+            if reduced_before:
+                older = factorized_reduce(factorized_reduce_layers(channels, f"{name}_pre0",
+                                                                   affine), older)
+            else:
+                older = self._apply(older, "nor_conv_1x1", channels, 1, f"{name}_pre0", affine)
+            newer = self._apply(newer, "nor_conv_1x1", channels, 1, f"{name}_pre1", affine)
+            nodes = cell([older, newer], kind, channels, name)
+            out = L.Concatenate(name=f"{name}_concat")(nodes)
+            states, reduced_before = [states[1], out], kind == "reduce"
+        x = L.GlobalAveragePooling2D(name="pool")(states[1])
+        return L.Dense(c["num_classes"], name="classifier")(x)
+
+    @staticmethod
+    def _apply(x, op, channels, stride, name, affine=True):
+        for _, layer in cell_op_layers(op, channels, stride, name, affine):
+            x = layer(x)
+        return x
+
+    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
+        if layer_set is not None:
+            raise SearchSpaceError(f"{self.name} builds Keras 3 models only (its QAT is the "
+                                   "native one, export.qat_backend: \"native\").")
+        del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
+        self.validate_choices(choices)
+        L = keras.layers
+
+        def cell(states, kind, channels, name):
+            states = list(states)
+            for i in range(self.config["nodes"]):
+                terms = []
+                for j in range(i + 2):
+                    op = choices[edge_block(kind, i, j)]
+                    if op == "none":
+                        continue
+                    stride = 2 if kind == "reduce" and j < 2 else 1
+                    edge = f"{name}_{edge_block(kind, i, j)}_{op}"
+                    if op == "skip_connect" and stride == 2:
+                        y = factorized_reduce(factorized_reduce_layers(channels, edge),
+                                              states[j])
+                    else:
+                        y = self._apply(states[j], op, channels, stride, edge)
+                    terms.append(y)
+                if not terms:  # every input edge is none
+                    terms = [Zero(2 if kind == "reduce" else 1,
+                                  name=f"{name}_n{i}_zero")(states[1])]
+                states.append(terms[0] if len(terms) == 1
+                              else L.Add(name=f"{name}_n{i}_add")(terms))
+            return states[2:]
+
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        return keras.Model(inputs, self._network(cell, inputs, affine=True),
+                           name=name or self.name)
+
+    def build_supernet(self, mixing="softmax"):
+        """The DARTS search network: a `MixedOp` over the 8 ops on every edge of every cell;
+        cells of a kind share the first one's logits."""
+        rule = mixing_rules.get(mixing)
+        owners, weights = {}, {}
+
+        def candidate(op, channels, stride, name):
+            layer = CellOp(op, channels, stride, affine=False, name=name)
+            if "pool" not in op:
+                return layer
+            return keras.Sequential([layer, keras.layers.BatchNormalization(
+                center=False, scale=False, name=f"{name}_bn", **BN)], name=f"{name}_seq")
+
+        def cell(states, kind, channels, name):
+            states = list(states)
+            for i in range(self.config["nodes"]):
+                terms = []
+                for j in range(i + 2):
+                    block = edge_block(kind, i, j)
+                    op_name = block if block not in owners else f"{name}_{block}"
+                    stride = 2 if kind == "reduce" and j < 2 else 1
+                    mixed = MixedOp([candidate(op, channels, stride, f"{op_name}_{op}")
+                                     for op in DARTS_OPS], mixing=rule,
+                                    choices=list(DARTS_OPS), logits_from=owners.get(block),
+                                    name=op_name)
+                    owners.setdefault(block, mixed)
+                    y, weights[op_name] = mixed(states[j])
+                    terms.append(y)
+                states.append(keras.layers.Add(name=f"{name}_n{i}_add")(terms))
+            return states[2:]
+
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        logits = self._network(cell, inputs, affine=False)
+        return keras.Model(inputs, (logits, weights), name=f"{self.name}_supernet")
+
+    def inherit_weights(self, model, supernet, choices):
+        raise SearchSpaceError(f"{self.name}'s search network normalizes without scale and "
+                               "offset and shares its architecture across cells: train the "
+                               "derived network from scratch (train.inherit: false), as DARTS "
+                               "does.")
+
+    def latency_ops(self):
+        raise SearchSpaceError(f"{self.name} has no latency table yet; time whole networks "
+                               "with tfnas benchmark.")

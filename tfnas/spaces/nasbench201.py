@@ -1,0 +1,224 @@
+"""The NAS-Bench-201 cell space.
+
+Dong and Yang, "NAS-Bench-201: Extending the Scope of Reproducible Neural
+Architecture Search", ICLR 2020, and its model code (xautodl/models:
+cell_infers/tiny_network.py, cell_infers/cells.py, cell_operations.py). A cell
+has 4 nodes; node i sums an op on every earlier node, so the 6 edges are the
+blocks, `n{i}_in{j}` (node i, input j), each one of the 5 ops `NB201_OPS`.
+The network: a 3x3 stem convolution with BatchNorm, three stages of
+`cells_per_stage` cells at C, 2C and 4C channels, a residual block between
+stages (ReLU-conv3x3-BN at stride 2, ReLU-conv3x3-BN, shortcut 2x2 average pool
+and 1x1 convolution), BatchNorm, ReLU, global pooling, a linear classifier.
+Every cell has the same architecture; the supernet's cells share one set of
+architecture logits (those of the first cell's mixed ops, named by the blocks).
+
+Architectures read and write the benchmark's own strings, so results can be
+looked up in its tables: `arch_string(choices)` and `choices_from_string(s)`.
+"""
+
+import re
+
+import keras
+
+from tfnas.layers.cell_ops import BN, NB201_OPS, CellOp, Zero, cell_op_layers
+from tfnas.layers.mixed_op import MixedOp
+from tfnas.layers import mixing as mixing_rules
+from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD
+
+NODES = 4
+EDGES = tuple((i, j) for i in range(1, NODES) for j in range(i))
+
+
+def edge_block(i, j):
+    return f"n{i}_in{j}"
+
+
+def arch_string(choices):
+    """NAS-Bench-201's string of `{block: op}`.
+
+    Example:
+
+    >>> arch_string({edge_block(i, j): "nor_conv_3x3" for i, j in EDGES})[:29]
+    '|nor_conv_3x3~0|+|nor_conv_3x3'
+    """
+    return "+".join("|" + "|".join(f"{choices[edge_block(i, j)]}~{j}" for j in range(i)) + "|"
+                    for i in range(1, NODES))
+
+
+def choices_from_string(text):
+    """`{block: op}` of a NAS-Bench-201 string such as
+    `|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|`.
+    """
+    if not isinstance(text, str):
+        raise SearchSpaceError(f"A NAS-Bench-201 architecture is a string, got {text!r}.")
+    nodes = text.split("+")
+    counts = [len([e for e in n.split("|") if e]) for n in nodes]
+    if counts != list(range(1, NODES)):
+        raise SearchSpaceError(
+            f"A NAS-Bench-201 string has {NODES - 1} nodes ('+'-separated) with 1, 2 and 3 "
+            f"edges; {text!r} has {len(nodes)} nodes with {counts} edges.")
+    choices = {}
+    for i, node in enumerate(nodes, start=1):
+        if not re.fullmatch(r"\|([^|~]+~\d+\|)+", node):
+            raise SearchSpaceError(f"Node {i} of {text!r} is not '|op~input|...|'.")
+        for j, edge in enumerate(e for e in node.split("|") if e):
+            op, source = edge.split("~")
+            if int(source) != j:
+                raise SearchSpaceError(f"Edge {j} of node {i} in {text!r} names input "
+                                       f"{source}; NAS-Bench-201 lists inputs 0..{i - 1} in "
+                                       "order.")
+            if op not in NB201_OPS:
+                raise SearchSpaceError(f"Unknown op {op!r} in {text!r}; NAS-Bench-201 ops are "
+                                       f"{list(NB201_OPS)}.")
+            choices[edge_block(i, j)] = op
+    return choices
+
+
+@register_space
+class NasBench201Space(SearchSpace):
+    """NAS-Bench-201: one cell of 6 searched edges, repeated in three stages.
+
+    `filters` (C, 16 in the benchmark) and `cells_per_stage` (N, 5). Models take
+    float images in [0, 255] and normalize them inside.
+
+    Example:
+
+    >>> space = NasBench201Space(filters=8, cells_per_stage=1)
+    >>> choices = choices_from_string("|nor_conv_3x3~0|+|none~0|skip_connect~1|"
+    ...                               "+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|")
+    >>> space.build_model(choices).output_shape
+    (None, 10)
+    """
+
+    name = "nasbench201"
+    defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16,
+                "cells_per_stage": 5, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        for key in ("filters", "cells_per_stage"):
+            value = self.config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchSpaceError(f"{self.name}: {key} must be a positive integer, got "
+                                       f"{value!r}.")
+
+    def blocks(self):
+        return [edge_block(i, j) for i, j in EDGES]
+
+    def candidates(self, block):
+        del block
+        return list(NB201_OPS)
+
+    def validate_choices(self, choices):
+        if isinstance(choices, str):
+            raise SearchSpaceError("Give NAS-Bench-201 strings through "
+                                   "tfnas.spaces.nasbench201.choices_from_string.")
+        super().validate_choices(choices)
+
+    def arch_string(self, choices):
+        self.validate_choices(choices)
+        return arch_string(choices)
+
+    # -- layers -----------------------------------------------------------------------------
+    def _cells(self):
+        """`(stage, name)` of every cell, in order."""
+        for stage in range(3):
+            for k in range(self.config["cells_per_stage"]):
+                yield stage, f"stage{stage + 1}_cell{k + 1}"
+
+    def _network(self, cell, inputs):
+        c, L = self.config, keras.layers
+        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
+                            variance=[(255.0 * s) ** 2 for s in c["std"]],
+                            name="normalize")(inputs)
+        x = L.Conv2D(c["filters"], 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = L.BatchNormalization(name="stem_bn", **BN)(x)
+        for stage, name in self._cells():
+            channels = c["filters"] * 2 ** stage
+            if x.shape[-1] != channels:
+                x = self._residual_block(x, channels, f"reduce{stage}")
+            x = cell(x, channels, name)
+        x = L.BatchNormalization(name="head_bn", **BN)(x)
+        x = L.ReLU(name="head_relu")(x)
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        return L.Dense(c["num_classes"], name="classifier")(x)
+
+    @staticmethod
+    def _residual_block(x, channels, name):
+        """NAS-Bench-201's `ResNetBasicblock(C, 2C, stride=2)`."""
+        L = keras.layers
+        y = x
+        for k, stride in ((0, 2), (1, 1)):
+            for _, layer in cell_op_layers("nor_conv_3x3", channels, stride, f"{name}_conv{k}"):
+                y = layer(y)
+        shortcut = L.AveragePooling2D(2, name=f"{name}_shortcut_pool")(x)
+        shortcut = L.Conv2D(channels, 1, use_bias=False, name=f"{name}_shortcut_conv")(shortcut)
+        return L.Add(name=f"{name}_add")([shortcut, y])
+
+    def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
+        if layer_set is not None:
+            raise SearchSpaceError(f"{self.name} builds Keras 3 models only (its QAT is the "
+                                   "native one, export.qat_backend: \"native\").")
+        del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
+        self.validate_choices(choices)
+        L = keras.layers
+
+        def cell(x, channels, cell_name):
+            nodes = [x]
+            for i in range(1, NODES):
+                terms = []
+                for j in range(i):
+                    op = choices[edge_block(i, j)]
+                    if op == "none":
+                        continue
+                    y = nodes[j]
+                    for _, layer in cell_op_layers(op, channels, 1,
+                                                   f"{cell_name}_{edge_block(i, j)}_{op}"):
+                        y = layer(y)
+                    terms.append(y)
+                if not terms:  # every input edge is none
+                    terms = [Zero(name=f"{cell_name}_n{i}_zero")(x)]
+                nodes.append(terms[0] if len(terms) == 1
+                             else L.Add(name=f"{cell_name}_n{i}_add")(terms))
+            return nodes[-1]
+
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        return keras.Model(inputs, self._network(cell, inputs), name=name or self.name)
+
+    def build_supernet(self, mixing="softmax"):
+        """Every edge of every cell a `MixedOp` over the 5 ops (BatchNorm without scale and
+        offset, as the benchmark's search cells); the cells share the first cell's logits."""
+        rule = mixing_rules.get(mixing)
+        owners = {}
+        weights = {}
+
+        def cell(x, channels, cell_name):
+            nodes = [x]
+            for i in range(1, NODES):
+                terms = []
+                for j in range(i):
+                    block = edge_block(i, j)
+                    name = block if block not in owners else f"{cell_name}_{block}"
+                    op = MixedOp([CellOp(op, channels, affine=False, name=f"{name}_{op}")
+                                  for op in NB201_OPS], mixing=rule, choices=list(NB201_OPS),
+                                 logits_from=owners.get(block), name=name)
+                    owners.setdefault(block, op)
+                    y, weights[name] = op(nodes[j])
+                    terms.append(y)
+                nodes.append(keras.layers.Add(name=f"{cell_name}_n{i}_add")(terms)
+                             if len(terms) > 1 else terms[0])
+            return nodes[-1]
+
+        inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
+        logits = self._network(cell, inputs)
+        return keras.Model(inputs, (logits, weights), name=f"{self.name}_supernet")
+
+    def inherit_weights(self, model, supernet, choices):
+        raise SearchSpaceError(f"{self.name}'s supernet normalizes without scale and offset "
+                               "and shares ops across cells: train the derived network from "
+                               "scratch (train.inherit: false), as the benchmark does.")
+
+    def latency_ops(self):
+        raise SearchSpaceError(f"{self.name} has no latency table yet; time whole networks "
+                               "with tfnas benchmark.")
