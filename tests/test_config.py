@@ -183,7 +183,7 @@ def test_search_convergence_is_validated(override, message):
                                                         "got an unexpected keyword argument "
                                                         "'table'"),
     ('search.cost={"type": "flops"}', "search.cost: Unknown cost 'flops'; choose one of "
-                                      "['latency', 'macs', 'parameters']"),
+                                      "['latency', 'macs', 'memory', 'parameters']"),
     ("search.mixing=binary_three", "search.mixing: Unknown mixing rule 'binary_three'; "
                                    "choose one of"),
     ('search.mixing={"type": "gumbel", "temperature": {"initial": 0}}',

@@ -43,6 +43,10 @@ class Cost:
             total = total + ops.sum(ops.cast(mixing_weights[name], "float32") * table)
         return total
 
+    def minimum(self):
+        """The cost of the cheapest candidate at every block."""
+        return self.fixed + sum(min(table) for table in self.tables.values())
+
     def of_choices(self, choices):
         """The cost of one architecture `{block: choice}`: the one way to cost an
         architecture (a latency prediction, a parameter or MAC count)."""
@@ -51,6 +55,28 @@ class Cost:
                              "from_supernet or from_table.")
         return self.fixed + sum(self.tables[b][self.labels[b].index(choices[b])]
                                 for b in self.tables)
+
+
+def tables_from_models(space, measure):
+    """`(fixed, tables, labels)` measured on the space's derived models: model `i` takes
+    candidate `i` at every block, and a layer counts (`measure(layer)`) for the block that
+    `space.block_of_layer` names, or for the fixed part."""
+    blocks = space.blocks()
+    counts = {b: len(space.candidates(b)) for b in blocks}
+    tables = {b: [0.0] * n for b, n in counts.items()}
+    fixed = None
+    for i in range(max(counts.values())):
+        model = space.build_model({b: space.candidates(b)[min(i, counts[b] - 1)]
+                                   for b in blocks})
+        rest = 0
+        for layer in model.layers:
+            block = space.block_of_layer(layer.name)
+            if block is None:
+                rest += measure(layer)
+            elif i < counts[block]:
+                tables[block][i] += measure(layer)
+        fixed = rest
+    return fixed, tables, {b: space.candidates(b) for b in blocks}
 
 
 class ParameterCost(Cost):
@@ -75,6 +101,12 @@ class ParameterCost(Cost):
                                   if id(v) not in in_ops])
         return cls(fixed, tables, {op.name: list(op.choices) for op in ops_})
 
+    @classmethod
+    def from_space(cls, space):
+        """Counted on the space's derived models (`tables_from_models`): for spaces whose
+        supernet's layers are not the derived network's (`costs_on_derived_models`)."""
+        return cls(*tables_from_models(space, count_parameters))
+
 
 class MacsCost(Cost):
     """Multiply-accumulates of one forward pass, counted on the space's derived models.
@@ -98,22 +130,7 @@ class MacsCost(Cost):
     def from_space(cls, space):
         from tfnas.macs import layer_macs  # pylint: disable=import-outside-toplevel
 
-        blocks = space.blocks()
-        counts = {b: len(space.candidates(b)) for b in blocks}
-        tables = {b: [0.0] * n for b, n in counts.items()}
-        fixed = None
-        for i in range(max(counts.values())):
-            choices = {b: space.candidates(b)[min(i, counts[b] - 1)] for b in blocks}
-            model = space.build_model(choices)
-            rest = 0
-            for layer in model.layers:
-                block = next((b for b in blocks if layer.name.startswith(f"{b}_")), None)
-                if block is None:
-                    rest += layer_macs(layer)
-                elif i < counts[block]:
-                    tables[block][i] += layer_macs(layer)
-            fixed = rest
-        return cls(fixed, tables, {b: space.candidates(b) for b in blocks})
+        return cls(*tables_from_models(space, layer_macs))
 
 
 class LatencyCost(Cost):
@@ -150,10 +167,33 @@ class LatencyCost(Cost):
         return cost
 
 
+class MemoryCost(Cost):
+    """Bytes of model memory: parameters times `bytes_per_parameter` (4 for float32
+    weights, 1 for int8)."""
+
+    unit = "bytes"
+
+    @classmethod
+    def from_parameters(cls, parameters, bytes_per_parameter=4):
+        b = float(bytes_per_parameter)
+        if b <= 0:
+            raise ValueError(f"bytes_per_parameter must be positive, got {bytes_per_parameter}.")
+        return cls(parameters.fixed * b, {k: [v * b for v in t]
+                                          for k, t in parameters.tables.items()},
+                   parameters.labels)
+
+
 # What `search.cost` names. A search builds its cost with the space and the supernet.
 @COSTS.register("parameters")
 def _parameters(space, supernet=None):
+    if space.costs_on_derived_models:
+        return ParameterCost.from_space(space)
     return ParameterCost.from_supernet(supernet or space.build_supernet("softmax"))
+
+
+@COSTS.register("memory")
+def _memory(space, supernet=None, bytes_per_parameter=4):
+    return MemoryCost.from_parameters(_parameters(space, supernet), bytes_per_parameter)
 
 
 @COSTS.register("macs")

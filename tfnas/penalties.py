@@ -29,6 +29,20 @@ class Penalty:
         """Called after each architecture step; stateless penalties do nothing."""
         del cost  # AutoGraph cannot convert a body that is only a docstring
 
+    @property
+    def variables(self):
+        """The penalty's state (`keras.Variable`s), which a search saves and resumes."""
+        return []
+
+    def logged_values(self):
+        """`{name: variable}` that a search logs every step; default none."""
+        return {}
+
+    def check_cost(self, cost):
+        """Raises `ConfigError` if the penalty cannot work with `cost` (a budget no network
+        of the space meets); default nothing to check."""
+        del cost
+
     def get_config(self):
         return {"type": self.name}
 
@@ -152,6 +166,76 @@ class LinearAddPenalty(Penalty):
         return {"type": self.name, "reference": self.reference, "lam": self.lam}
 
 
+@PENALTIES.register("lagrangian")
+class LagrangianPenalty(Penalty):
+    """DCA-NAS (seed 004, eq. 4): loss = CE + lambda * (cost - bound) / budget.
+
+    The multiplier lambda >= 0 lives in a `keras.Variable` (traced once, logged
+    as `lagrange_multiplier`, saved and resumed with the search) and ascends on
+    the constraint after every architecture step: lambda <- max(0, lambda +
+    rate * (cost - bound) / budget). It grows while the expected cost is over
+    the bound and falls to 0 once it is under. The paper gives no update rule;
+    projected gradient ascent is the standard one. `bound` starts at `budget`
+    (K' = K) and is a variable too, so a callback may move it during the search
+    (`tfnas.callbacks.BudgetTracking`) instead of a lookup-graph sweep. Dividing
+    by the budget keeps `rate` independent of the cost's unit;
+    `normalize=False` gives the paper's raw lambda * (cost - bound).
+
+    Example:
+
+    >>> penalty = LagrangianPenalty(budget=100.0, rate=1.0)
+    >>> penalty.update(150.0)
+    >>> float(penalty.multiplier), float(penalty(2.0, 150.0))
+    (0.5, 2.25)
+    """
+
+    name = "lagrangian"
+
+    def __init__(self, budget, rate=0.1, initial=0.0, normalize=True):
+        import keras  # pylint: disable=import-outside-toplevel
+
+        self.budget, self.rate = float(budget), float(rate)
+        self.initial, self.normalize = float(initial), bool(normalize)
+        if self.budget <= 0:
+            raise ValueError(f"budget must be positive (in the cost's unit), got {budget}.")
+        if self.rate <= 0 or self.initial < 0:
+            raise ValueError(f"rate must be positive and initial at least 0, got rate={rate}, "
+                             f"initial={initial}.")
+        self.multiplier = keras.Variable(self.initial, dtype="float32", trainable=False,
+                                         name="lagrange_multiplier")
+        self.bound = keras.Variable(self.budget, dtype="float32", trainable=False,
+                                    name="constraint_bound")
+
+    def violation(self, cost):
+        """How far `cost` is over the bound (negative: under it), over the budget."""
+        excess = ops.cast(cost, "float32") - self.bound
+        return excess / self.budget if self.normalize else excess
+
+    def __call__(self, cross_entropy, cost):
+        return cross_entropy + self.multiplier * self.violation(cost)
+
+    def update(self, cost):
+        self.multiplier.assign(ops.maximum(
+            0.0, self.multiplier + self.rate * ops.stop_gradient(self.violation(cost))))
+
+    @property
+    def variables(self):
+        return [self.multiplier, self.bound]
+
+    def logged_values(self):
+        return {"lagrange_multiplier": self.multiplier, "constraint_bound": self.bound}
+
+    def check_cost(self, cost):
+        smallest = cost.minimum()
+        if self.budget < smallest:
+            raise ConfigError(f"budget {self.budget:g} is below the smallest network of the "
+                              f"space, {smallest:g} {cost.unit}; raise the budget to at least "
+                              "that.")
+
+    def get_config(self):
+        return {"type": self.name, "budget": self.budget, "rate": self.rate,
+                "initial": self.initial, "normalize": self.normalize}
+
 def get(config):
     """Builds a penalty from `{"type": ..., **arguments}`, a name, or returns a `Penalty`.
 
@@ -162,9 +246,15 @@ def get(config):
     if config is None:
         return Penalty()
     if isinstance(config, dict):
+        import inspect  # pylint: disable=import-outside-toplevel
+
+        name, _ = PENALTIES.split(config)
+        defaults = {k: p.default for k, p in
+                    inspect.signature(PENALTIES.resolve(name)).parameters.items()}
         bad = {k: v for k, v in config.items() if k != "type" and (
-            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v))}
+            isinstance(v, bool) != isinstance(defaults.get(k), bool)
+            or not isinstance(v, (int, float)) or not math.isfinite(v))}
         if bad:
             raise ConfigError(f"The {config.get('type')!r} penalty takes finite numbers; got "
-                              f"{bad}.")
+                              f"{bad} (switches take true or false).")
     return PENALTIES.get(config)

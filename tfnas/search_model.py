@@ -58,6 +58,8 @@ class SearchModel(keras.Model):
         self.logit_ops = [op for op in self.mixed_ops if op.owns_logits]
         self.cost = cost or ParameterCost.from_supernet(supernet)
         self.penalty = penalties.get(penalty)
+        # Tracked, so that backups save and restore it (a Lagrange multiplier).
+        self.penalty_variables = list(self.penalty.variables)
         self.arch_updates_enabled = keras.Variable(True, dtype="bool", trainable=False,
                                                    name="arch_updates_enabled")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -185,8 +187,8 @@ class SearchModel(keras.Model):
 
     def _logs(self):
         logs = {m.name: m.result() for m in self.metrics}
-        for rule in self.mixing_rules:
-            logs.update({k: ops.convert_to_tensor(v) for k, v in rule.logged_values().items()})
+        for source in self.mixing_rules + [self.penalty]:
+            logs.update({k: ops.convert_to_tensor(v) for k, v in source.logged_values().items()})
         return logs
 
     def test_step(self, data):

@@ -104,7 +104,9 @@ class DifferentiableSearch(SupernetMethod):
         supernet = self.build_supernet()
         cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
                          supernet=supernet)
-        return SearchModel(supernet, cost=cost, penalty=penalties.get(self.section["penalty"]))
+        penalty = penalties.get(self.section["penalty"])
+        prefixed("search.penalty", penalty.check_cost, cost)
+        return SearchModel(supernet, cost=cost, penalty=penalty)
 
     def search(self, run, verbose=2):
         s, prepared = self.section, self.prepared

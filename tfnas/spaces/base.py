@@ -54,7 +54,7 @@ class SearchSpace:
     default values) and implement `blocks`, `candidates`, `build_supernet`,
     `build_model`, `inherit_weights` and `latency_ops`. Every hook a search
     method, a cost or the deployment calls is declared here; `derive`,
-    `logit_groups` and `hyperparameters` have defaults that suit a space of
+    `block_of_layer` and `hyperparameters` have defaults that suit a space of
     independent categorical blocks.
     """
 
@@ -64,6 +64,10 @@ class SearchSpace:
     # quantization backend (`tfnas.deploy.qat`). Native QAT (`tfnas.deploy.quantize`)
     # rewrites the built Keras 3 model and needs nothing from the space.
     tfmot_layer_set = False
+    # Whether costs are counted on derived models (`tfnas.costs.tables_from_models`) rather
+    # than on the supernet: when the supernet's candidates are not the derived network's
+    # layers (BatchNorm without scale and offset in search, ops shared between cells).
+    costs_on_derived_models = False
 
     def __init__(self, **config):
         unknown = sorted(set(config) - set(self.defaults))
@@ -132,11 +136,10 @@ class SearchSpace:
 
         return {b: self.candidates(b)[int(np.argmax(probabilities[b]))] for b in self.blocks()}
 
-    def logit_groups(self):
-        """Blocks that share one vector of architecture logits, as `{group: [blocks]}`
-        (DARTS cells share alpha across cells of a type); default none: every block has
-        its own."""
-        return {}
+    def block_of_layer(self, name):
+        """The block a layer of a derived model belongs to (None: the fixed part); default:
+        the block its name starts with (`<block>_...`)."""
+        return next((b for b in self.blocks() if name.startswith(f"{b}_")), None)
 
     def supernet_path(self, choices):
         """`{mixed op name: choice}` that runs architecture `choices` on the supernet

@@ -22,6 +22,8 @@ network of a genotype; `genotype_choices` and `choices_genotype` convert
 from and to DARTS's `Genotype(normal=[(op, input), ...], reduce=[...])`.
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -113,6 +115,7 @@ class DartsSpace(SearchSpace):
     name = "darts"
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16, "cells": 8,
                 "nodes": 4, "stem_multiplier": 3, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    costs_on_derived_models = True  # the search network's BatchNorms have no parameters
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -151,6 +154,10 @@ class DartsSpace(SearchSpace):
                 for b in inputs:
                     choices[b] = str(ops[best[b]]) if b in kept else "none"
         return choices
+
+    def block_of_layer(self, name):
+        match = re.match(r"cell\d+_((?:normal|reduce)_n\d+_in\d+)_", name)
+        return match.group(1) if match else None
 
     def genotype(self, choices):
         self.validate_choices(choices)

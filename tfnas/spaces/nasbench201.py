@@ -94,6 +94,7 @@ class NasBench201Space(SearchSpace):
     name = "nasbench201"
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16,
                 "cells_per_stage": 5, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+    costs_on_derived_models = True  # the supernet's BatchNorms have no parameters
 
     def __init__(self, **config):
         super().__init__(**config)
@@ -115,6 +116,10 @@ class NasBench201Space(SearchSpace):
             raise SearchSpaceError("Give NAS-Bench-201 strings through "
                                    "tfnas.spaces.nasbench201.choices_from_string.")
         super().validate_choices(choices)
+
+    def block_of_layer(self, name):
+        match = re.match(r"stage\d+_cell\d+_(n\d+_in\d+)_", name)
+        return match.group(1) if match else None
 
     def arch_string(self, choices):
         self.validate_choices(choices)

@@ -1,0 +1,110 @@
+"""DCA-NAS's constraint: a Lagrange multiplier in the traced search step, costs of the
+derived networks, budgets checked against the space."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import SearchModel
+from tfnas.backup import TrainingBackup
+from tfnas.costs import COSTS, ParameterCost
+from tfnas.errors import ConfigError
+from tfnas.penalties import LagrangianPenalty
+from tfnas.spaces import get_space
+from tfnas.spaces.nasbench201 import choices_from_string
+
+TINY = {"filters": 4, "cells_per_stage": 1, "input_shape": [8, 8, 3]}
+MIXED = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+         "+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|")
+
+
+class CountingSearchModel(SearchModel):
+    traces = 0
+
+    def train_step(self, data):
+        CountingSearchModel.traces += 1  # Python runs only while tracing
+        return super().train_step(data)
+
+
+def _split(seed):
+    rng = np.random.default_rng(seed)
+    return tf.data.Dataset.from_tensor_slices(
+        (rng.uniform(0, 255, (16, 8, 8, 3)).astype("float32"), rng.integers(0, 10, 16))).batch(8)
+
+
+def _search(budget_fraction, rate=0.5):
+    space = get_space("nasbench201", TINY)
+    cost = ParameterCost.from_space(space)
+    uniform = float(cost({b: np.full(5, 0.2, "float32") for b in space.blocks()}))
+    penalty = LagrangianPenalty(budget=budget_fraction * uniform, rate=rate)
+    model = CountingSearchModel(space.build_supernet("softmax"), cost=cost, penalty=penalty)
+    model.compile(optimizer="sgd", arch_optimizer=keras.optimizers.Adam(0.05))
+    return model, penalty, uniform
+
+
+def test_costs_of_the_new_spaces_are_the_derived_networks_counts():
+    from tfnas.costs import count_parameters
+
+    space = get_space("nasbench201", TINY)
+    choices = choices_from_string(MIXED)
+    for name in ("parameters", "macs"):
+        cost = COSTS.get(name, space=space)
+        assert cost.minimum() == cost.of_choices(choices_from_string(
+            "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"))
+    assert COSTS.get("parameters", space=space).of_choices(choices) == \
+        count_parameters(space.build_model(choices))
+    memory = COSTS.get({"type": "memory", "bytes_per_parameter": 1}, space=space)
+    assert memory.unit == "bytes"
+    assert memory.of_choices(choices) == count_parameters(space.build_model(choices))
+    # Node 2 unused (n3_in2 none): the benchmark's code, and the cost, count its two edges
+    # (a 3x3 conv in each stage: 152 + 592 + 2,336); the Keras model leaves them out, as
+    # they compute nothing that reaches the output.
+    dead = {**choices, "n3_in2": "none"}
+    assert COSTS.get("parameters", space=space).of_choices(dead) == \
+        count_parameters(space.build_model(dead)) + 3_080
+
+
+def test_multiplier_rises_over_the_bound_falls_to_zero_under_it_in_one_trace():
+    CountingSearchModel.traces = 0
+    model, penalty, uniform = _search(0.5)
+    train, val = _split(0), _split(1)
+    over = model.fit(train, arch_data=val, epochs=2, verbose=0)
+    lam = over.history["lagrange_multiplier"]
+    assert 0 < lam[0] < lam[1]  # cost over the bound: the multiplier climbs
+    assert model.expected_cost() < uniform  # and pushes the expected cost down
+    penalty.bound.assign(10 * uniform)  # a callback may move the bound: no retrace
+    under = model.fit(train, arch_data=val, epochs=2, verbose=0)
+    assert under.history["lagrange_multiplier"][-1] == 0.0  # projected: never below 0
+    assert under.history["constraint_bound"][-1] == pytest.approx(10 * uniform)
+    assert CountingSearchModel.traces == 1
+
+
+def test_a_restored_search_keeps_the_multiplier_and_the_bound(tmp_path):
+    model, penalty, _ = _search(0.5)
+    backup = TrainingBackup(str(tmp_path / "backup"))
+    model.fit(_split(0), arch_data=_split(1), epochs=1, verbose=0, callbacks=[backup])
+    penalty.bound.assign(123.0)
+    saved = float(penalty.multiplier)
+    assert saved > 0
+    model.fit(_split(0), arch_data=_split(1), epochs=2, initial_epoch=1, verbose=0,
+              callbacks=[backup])
+    resumed, resumed_penalty, _ = _search(0.5)
+    assert TrainingBackup(str(tmp_path / "backup")).restore(resumed) == 2
+    assert float(resumed_penalty.multiplier) == float(penalty.multiplier) != saved
+    assert float(resumed_penalty.bound) == 123.0
+
+
+def test_a_budget_below_the_smallest_network_names_the_minimum():
+    space = get_space("nasbench201", TINY)
+    cost = ParameterCost.from_space(space)
+    with pytest.raises(ConfigError, match=f"smallest network of the space, {cost.minimum():g} "
+                                          "parameters"):
+        LagrangianPenalty(budget=cost.minimum() - 1).check_cost(cost)
+    LagrangianPenalty(budget=cost.minimum()).check_cost(cost)
+    from tfnas import penalties
+
+    with pytest.raises(ConfigError, match="switches take true or false"):
+        penalties.get({"type": "lagrangian", "budget": 1e5, "normalize": 1})
+    with pytest.raises(ConfigError, match="finite numbers"):
+        penalties.get({"type": "lagrangian", "budget": True})
