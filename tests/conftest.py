@@ -17,6 +17,19 @@ def _seed():
     keras.backend.clear_session()
 
 
+def counting_search_model():
+    """A `SearchModel` subclass whose `traces` counts how often its train step is traced."""
+    from tfnas import SearchModel  # pylint: disable=import-outside-toplevel
+
+    class CountingSearchModel(SearchModel):
+        traces = 0
+
+        def train_step(self, data):
+            CountingSearchModel.traces += 1  # Python runs only while tracing
+            return super().train_step(data)
+    return CountingSearchModel
+
+
 def enas_search(path, recipe, overrides):
     """A small ENAS search of `configs/<recipe>` through the pipeline, as `tfnas search`
     runs it: `(config, architecture, supernet, trials.json rows)`."""

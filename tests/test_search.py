@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, counting_search_model
 from tfnas import data as data_lib
 from tfnas.callbacks import ArchitectureLogger, TemperatureAnnealing
 from tfnas.penalties import Penalty, ProductPenalty, ThresholdProductPenalty
@@ -97,12 +97,7 @@ def test_weight_steps_never_touch_theta_and_arch_steps_never_touch_weights():
         {id(v) for v in model.arch_optimizer.variables})
 
 
-class CountingSearchModel(SearchModel):
-    traces = 0
-
-    def train_step(self, data):
-        CountingSearchModel.traces += 1  # Python runs only while tracing
-        return super().train_step(data)
+CountingSearchModel = counting_search_model()
 
 
 def test_train_step_is_traced_once_across_warmup_annealing_and_phases(tmp_path):

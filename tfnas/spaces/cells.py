@@ -14,6 +14,20 @@ CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2470, 0.2435, 0.2616]
 
 
+def normalize(inputs, config):
+    """Images in [0, 255], normalized inside the model by the space's `mean` and `std`."""
+    return keras.layers.Normalization(mean=[255.0 * m for m in config["mean"]],
+                                      variance=[(255.0 * s) ** 2 for s in config["std"]],
+                                      name="normalize")(inputs)
+
+
+def keras3_only(space, layer_set):
+    """Cell spaces build Keras 3 models only: their QAT is the native one."""
+    if layer_set is not None:
+        raise SearchSpaceError(f"{space.name} builds Keras 3 models only (its QAT is the "
+                               "native one, export.qat_backend: \"native\").")
+
+
 class CellSpace(SearchSpace):
     """Base of the cell spaces. Subclasses build `_network(cell, inputs)` from a cell
     function, given by `_cell(choices)` (derived) or `_supernet_cell(rule, weights)`, and
@@ -56,16 +70,10 @@ class CellSpace(SearchSpace):
         return y
 
     def _normalize(self, inputs):
-        """Images in [0, 255], normalized inside the model."""
-        c = self.config
-        return keras.layers.Normalization(mean=[255.0 * m for m in c["mean"]],
-                                          variance=[(255.0 * s) ** 2 for s in c["std"]],
-                                          name="normalize")(inputs)
+        return normalize(inputs, self.config)
 
     def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
-        if layer_set is not None:
-            raise SearchSpaceError(f"{self.name} builds Keras 3 models only (its QAT is the "
-                                   "native one, export.qat_backend: \"native\").")
+        keras3_only(self, layer_set)
         del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
         self.validate_choices(choices)
         inputs = keras.Input(tuple(self.config["input_shape"]), name="images")

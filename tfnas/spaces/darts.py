@@ -32,7 +32,7 @@ from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, cell_op_layers,
                                    factorized_reduce, factorized_reduce_layers)
 from tfnas.layers.mixed_op import MixedOp
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
-from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD
+from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, keras3_only, normalize
 
 KINDS = ("normal", "reduce")
 
@@ -172,9 +172,7 @@ class DartsSpace(SearchSpace):
 
     def _network(self, cell, inputs, affine):
         c, L = self.config, keras.layers
-        x = L.Normalization(mean=[255.0 * m for m in c["mean"]],
-                            variance=[(255.0 * s) ** 2 for s in c["std"]],
-                            name="normalize")(inputs)
+        x = normalize(inputs, c)
         x = L.Conv2D(c["stem_multiplier"] * c["filters"], 3, padding="same", use_bias=False,
                      name="stem_conv")(x)
         x = L.BatchNormalization(name="stem_bn", **BN)(x)
@@ -203,9 +201,7 @@ class DartsSpace(SearchSpace):
         return x
 
     def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
-        if layer_set is not None:
-            raise SearchSpaceError(f"{self.name} builds Keras 3 models only (its QAT is the "
-                                   "native one, export.qat_backend: \"native\").")
+        keras3_only(self, layer_set)
         del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
         self.validate_choices(choices)
         L = keras.layers
