@@ -1,11 +1,14 @@
 """The DARTS space: the paper's networks parameter for parameter, its derivation rule and
 genotypes, the search network sharing one architecture per cell kind."""
 
+import os
+
 import numpy as np
 import pytest
 
 from conftest import assert_trains_and_exports
 from tfnas import SearchModel
+from tfnas.architecture import Architecture
 from tfnas.costs import count_parameters
 from tfnas.layers.cell_ops import DARTS_OPS
 from tfnas.spaces import SearchSpaceError, get_space
@@ -19,6 +22,10 @@ def test_darts_v2_evaluation_network_has_the_original_codes_parameter_count():
     model = get_space("darts", {"filters": 36, "cells": 20}).build_model(
         genotype_choices(DARTS_V2))
     assert count_parameters(model) == 3_349_342
+    shipped = Architecture.load(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                             "architectures", "darts_v2.json"))
+    assert shipped.choices == genotype_choices(DARTS_V2)
+    assert shipped.parameters == 3_349_342
 
 
 def test_genotypes_convert_both_ways_and_bad_genotypes_say_what_is_wrong():
