@@ -99,6 +99,17 @@ def factorized_reduce(layers, x, training=None):
     return layers["bn"](layers["concat"]([a, b]), training=training)
 
 
+def apply_op(x, op, channels, stride, name, affine=True):
+    """`x` through cell op `op` made of built-in layers named `<name>_<suffix>`, as a
+    derived network has it: the chain of `cell_op_layers`, or a factorized reduction for
+    the identity at stride 2 (`none` is left out of derived networks, not applied)."""
+    if op in ("identity", "skip_connect") and stride != 1:
+        return factorized_reduce(factorized_reduce_layers(channels, name, affine), x)
+    for _, layer in cell_op_layers(op, channels, stride, name, affine):
+        x = layer(x)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="tfnas")
 class CellOp(keras.layers.Layer):
     """One cell op (`OPS`) as a single layer; its parts are the built-in layers a

@@ -12,7 +12,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.layers.binary_gate", "tfnas.spaces.resnet", "tfnas.macs", "tfnas.backup",
            "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",
            "tfnas.deploy.quantize", "tfnas.layers.chosen_path", "tfnas.tuners.controller",
-           "tfnas.layers.min_pooling", "tfnas.spaces.shufflenasnet", "tfnas.layers.cell_ops"]
+           "tfnas.layers.min_pooling", "tfnas.spaces.shufflenasnet", "tfnas.layers.cell_ops",
+           "tfnas.spaces.enas_micro", "tfnas.spaces.darts", "tfnas.spaces.nasbench201"]
 
 
 @pytest.mark.parametrize("name", MODULES)

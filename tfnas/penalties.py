@@ -176,8 +176,8 @@ class LagrangianPenalty(Penalty):
     rate * (cost - bound) / budget). It grows while the expected cost is over
     the bound and falls to 0 once it is under. The paper gives no update rule;
     projected gradient ascent is the standard one. `bound` starts at `budget`
-    (K' = K) and is a variable too, so a callback may move it during the search
-    (`tfnas.callbacks.BudgetTracking`) instead of a lookup-graph sweep. Dividing
+    (K' = K) and is a variable too, so that moving it during a search (to close
+    the gap to the derived network's cost) needs no retrace. Dividing
     by the budget keeps `rate` independent of the cost's unit;
     `normalize=False` gives the paper's raw lambda * (cost - bound).
 
@@ -235,6 +235,7 @@ class LagrangianPenalty(Penalty):
     def get_config(self):
         return {"type": self.name, "budget": self.budget, "rate": self.rate,
                 "initial": self.initial, "normalize": self.normalize}
+
 
 def get(config):
     """Builds a penalty from `{"type": ..., **arguments}`, a name, or returns a `Penalty`.

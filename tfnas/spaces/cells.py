@@ -5,7 +5,6 @@ weight-sharing supernet whose path is chosen from outside (`search.method: "enas
 import keras
 
 from tfnas.layers import mixing as mixing_rules
-from tfnas.layers.cell_ops import cell_op_layers
 from tfnas.layers.chosen_path import ChosenPathMixing
 from tfnas.layers.mixed_op import MixedOp
 from tfnas.spaces.base import SearchSpace, SearchSpaceError
@@ -28,6 +27,32 @@ def keras3_only(space, layer_set):
                                "native one, export.qat_backend: \"native\").")
 
 
+def check_positive_integers(space, keys):
+    """Raises `SearchSpaceError` unless the space's settings `keys` are positive integers."""
+    for key in keys:
+        value = space.config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SearchSpaceError(f"{space.name}: {key} must be a positive integer, got "
+                                   f"{value!r}.")
+
+
+def no_latency_table(space):
+    raise SearchSpaceError(f"{space.name} has no latency table yet; time whole networks with "
+                           "tfnas benchmark.")
+
+
+def shared_mixed_op(owners, block, cell_name, make_candidates, rule, choices):
+    """The `MixedOp` of `block` in cell `cell_name` of a supernet whose cells of a kind share
+    one architecture: the first one is named by the block and owns the logits (`owners`
+    records it), later ones are `<cell_name>_<block>` and use them. `make_candidates(name)`
+    gives the candidates of the op named `name`."""
+    name = f"{cell_name}_{block}" if block in owners else block
+    op = MixedOp(make_candidates(name), mixing=rule, choices=choices,
+                 logits_from=owners.get(block), name=name)
+    owners.setdefault(block, op)
+    return op
+
+
 class CellSpace(SearchSpace):
     """Base of the cell spaces. Subclasses build `_network(cell, inputs)` from a cell
     function, given by `_cell(choices)` (derived) or `_supernet_cell(rule, weights)`, and
@@ -39,10 +64,7 @@ class CellSpace(SearchSpace):
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        for key in self.positive_keys:
-            if not isinstance(c[key], int) or c[key] < 1:
-                raise SearchSpaceError(f"{self.name}: {key} must be a positive integer, "
-                                       f"got {c[key]!r}.")
+        check_positive_integers(self, self.positive_keys)
         if c["filters"] % 2:
             raise SearchSpaceError(f"{self.name}: filters={c['filters']} must be even: "
                                    f"{self.why_even}.")
@@ -54,13 +76,6 @@ class CellSpace(SearchSpace):
                 yield "reduce", f"reduce{stage}"
             for k in range(self.config["cells_per_stage"]):
                 yield "normal", f"stage{stage + 1}_cell{k + 1}"
-
-    @staticmethod
-    def _apply(x, op, channels, stride, name):
-        """`x` through the built-in layers of cell op `op` (`cell_op_layers`)."""
-        for _, layer in cell_op_layers(op, channels, stride, name):
-            x = layer(x)
-        return x
 
     @staticmethod
     def _mixed(rule, weights, candidates, choices, name, x):
@@ -97,5 +112,4 @@ class CellSpace(SearchSpace):
         return keras.Model(inputs, (logits, weights), name=f"{self.name}_supernet")
 
     def latency_ops(self):
-        raise SearchSpaceError(f"{self.name} has no latency table yet; time whole networks "
-                               "with tfnas benchmark.")
+        no_latency_table(self)

@@ -28,11 +28,11 @@ import keras
 import numpy as np
 
 from tfnas.layers import mixing as mixing_rules
-from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, cell_op_layers,
-                                   factorized_reduce, factorized_reduce_layers)
-from tfnas.layers.mixed_op import MixedOp
+from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, apply_op, factorized_reduce,
+                                   factorized_reduce_layers)
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
-from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, keras3_only, normalize
+from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
+                                no_latency_table, normalize, shared_mixed_op)
 
 KINDS = ("normal", "reduce")
 
@@ -120,10 +120,7 @@ class DartsSpace(SearchSpace):
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        for key in ("filters", "cells", "nodes", "stem_multiplier"):
-            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
-                raise SearchSpaceError(f"{self.name}: {key} must be a positive integer, got "
-                                       f"{c[key]!r}.")
+        check_positive_integers(self, ("filters", "cells", "nodes", "stem_multiplier"))
         if c["cells"] < 3:
             raise SearchSpaceError(f"{self.name}: cells={c['cells']}: a DARTS network has "
                                    "reduction cells at 1/3 and 2/3 of its depth and needs at "
@@ -144,15 +141,15 @@ class DartsSpace(SearchSpace):
         """DARTS's rule: per node, the two incoming edges whose best op other than none is
         strongest, each with that op; the other edges are none."""
         choices = {}
-        ops = np.asarray(DARTS_OPS)
         for kind in KINDS:
             for i in range(self.config["nodes"]):
                 inputs = [edge_block(kind, i, j) for j in range(i + 2)]
+                # DARTS_OPS[0] is none.
                 best = {b: int(np.argmax(probabilities[b][1:])) + 1 for b in inputs}
                 strength = {b: probabilities[b][best[b]] for b in inputs}
                 kept = sorted(inputs, key=lambda b: -strength[b])[:2]
                 for b in inputs:
-                    choices[b] = str(ops[best[b]]) if b in kept else "none"
+                    choices[b] = DARTS_OPS[best[b]] if b in kept else "none"
         return choices
 
     def block_of_layer(self, name):
@@ -186,19 +183,13 @@ class DartsSpace(SearchSpace):
                 older = factorized_reduce(factorized_reduce_layers(channels, f"{name}_pre0",
                                                                    affine), older)
             else:
-                older = self._apply(older, "nor_conv_1x1", channels, 1, f"{name}_pre0", affine)
-            newer = self._apply(newer, "nor_conv_1x1", channels, 1, f"{name}_pre1", affine)
+                older = apply_op(older, "nor_conv_1x1", channels, 1, f"{name}_pre0", affine)
+            newer = apply_op(newer, "nor_conv_1x1", channels, 1, f"{name}_pre1", affine)
             nodes = cell([older, newer], kind, channels, name)
             out = L.Concatenate(name=f"{name}_concat")(nodes)
             states, reduced_before = [states[1], out], kind == "reduce"
         x = L.GlobalAveragePooling2D(name="pool")(states[1])
         return L.Dense(c["num_classes"], name="classifier")(x)
-
-    @staticmethod
-    def _apply(x, op, channels, stride, name, affine=True):
-        for _, layer in cell_op_layers(op, channels, stride, name, affine):
-            x = layer(x)
-        return x
 
     def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
         keras3_only(self, layer_set)
@@ -215,13 +206,8 @@ class DartsSpace(SearchSpace):
                     if op == "none":
                         continue
                     stride = 2 if kind == "reduce" and j < 2 else 1
-                    edge = f"{name}_{edge_block(kind, i, j)}_{op}"
-                    if op == "skip_connect" and stride == 2:
-                        y = factorized_reduce(factorized_reduce_layers(channels, edge),
-                                              states[j])
-                    else:
-                        y = self._apply(states[j], op, channels, stride, edge)
-                    terms.append(y)
+                    terms.append(apply_op(states[j], op, channels, stride,
+                                          f"{name}_{edge_block(kind, i, j)}_{op}"))
                 if not terms:  # every input edge is none
                     terms = [Zero(2 if kind == "reduce" else 1,
                                   name=f"{name}_n{i}_zero")(states[1])]
@@ -251,15 +237,13 @@ class DartsSpace(SearchSpace):
             for i in range(self.config["nodes"]):
                 terms = []
                 for j in range(i + 2):
-                    block = edge_block(kind, i, j)
-                    op_name = block if block not in owners else f"{name}_{block}"
                     stride = 2 if kind == "reduce" and j < 2 else 1
-                    mixed = MixedOp([candidate(op, channels, stride, f"{op_name}_{op}")
-                                     for op in DARTS_OPS], mixing=rule,
-                                    choices=list(DARTS_OPS), logits_from=owners.get(block),
-                                    name=op_name)
-                    owners.setdefault(block, mixed)
-                    y, weights[op_name] = mixed(states[j])
+                    mixed = shared_mixed_op(
+                        owners, edge_block(kind, i, j), name,
+                        lambda op_name, s=stride: [candidate(op, channels, s, f"{op_name}_{op}")
+                                                   for op in DARTS_OPS],
+                        rule, list(DARTS_OPS))
+                    y, weights[mixed.name] = mixed(states[j])
                     terms.append(y)
                 states.append(keras.layers.Add(name=f"{name}_n{i}_add")(terms))
             return states[2:]
@@ -275,5 +259,4 @@ class DartsSpace(SearchSpace):
                                "does.")
 
     def latency_ops(self):
-        raise SearchSpaceError(f"{self.name} has no latency table yet; time whole networks "
-                               "with tfnas benchmark.")
+        no_latency_table(self)

@@ -31,8 +31,8 @@ network with them; they are not part of the search).
 import keras
 import numpy as np
 
-from tfnas.layers.cell_ops import (BN, ENAS_OPS, CellOp, PickInput, Zero, factorized_reduce,
-                                   factorized_reduce_layers)
+from tfnas.layers.cell_ops import (BN, ENAS_OPS, CellOp, PickInput, Zero, apply_op,
+                                   factorized_reduce, factorized_reduce_layers)
 from tfnas.spaces.base import register_space
 from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
 
@@ -85,9 +85,9 @@ class EnasMicroSpace(CellSpace):
             older = factorized_reduce(factorized_reduce_layers(channels, f"{name}_in0_reduce"),
                                       older)
         elif older.shape[-1] != channels:
-            older = self._apply(older, "conv_1x1", channels, 1, f"{name}_in0")
+            older = apply_op(older, "conv_1x1", channels, 1, f"{name}_in0")
         if newer.shape[-1] != channels:
-            newer = self._apply(newer, "conv_1x1", channels, 1, f"{name}_in1")
+            newer = apply_op(newer, "conv_1x1", channels, 1, f"{name}_in1")
         return [older, newer]
 
     def _cell(self, choices):
@@ -100,13 +100,13 @@ class EnasMicroSpace(CellSpace):
                 for b in BRANCHES:
                     source = choices[f"{kind}_{i}_{b}_input"]
                     op = choices[f"{kind}_{i}_{b}_op"]
-                    branches.append(self._apply(states[source], op, channels, 1,
+                    branches.append(apply_op(states[source], op, channels, 1,
                                                 f"{name}_n{i}_{b}_{source}_{op}"))
                 states.append(L.Add(name=f"{name}_n{i}_add")(branches))
             out = [states[j] for j in self.unused(choices, kind, nodes)]
             out = out[0] if len(out) == 1 else L.Concatenate(name=f"{name}_concat")(out)
             # ReLU, 1x1 convolution, BatchNorm: the output of the released cell.
-            return self._apply(out, "conv_1x1", channels, 1, f"{name}_out")
+            return apply_op(out, "conv_1x1", channels, 1, f"{name}_out")
         return cell
 
     def _supernet_cell(self, rule, weights):

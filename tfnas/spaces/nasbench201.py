@@ -20,11 +20,11 @@ import re
 
 import keras
 
-from tfnas.layers.cell_ops import BN, NB201_OPS, CellOp, Zero, cell_op_layers
-from tfnas.layers.mixed_op import MixedOp
 from tfnas.layers import mixing as mixing_rules
+from tfnas.layers.cell_ops import BN, NB201_OPS, CellOp, Zero, apply_op
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
-from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, keras3_only, normalize
+from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
+                                no_latency_table, normalize, shared_mixed_op)
 
 NODES = 4
 EDGES = tuple((i, j) for i in range(1, NODES) for j in range(i))
@@ -39,16 +39,22 @@ def arch_string(choices):
 
     Example:
 
-    >>> arch_string({edge_block(i, j): "nor_conv_3x3" for i, j in EDGES})[:29]
-    '|nor_conv_3x3~0|+|nor_conv_3x3'
+    >>> arch_string({edge_block(i, j): "skip_connect" if j else "none" for i, j in EDGES})
+    '|none~0|+|none~0|skip_connect~1|+|none~0|skip_connect~1|skip_connect~2|'
     """
     return "+".join("|" + "|".join(f"{choices[edge_block(i, j)]}~{j}" for j in range(i)) + "|"
                     for i in range(1, NODES))
 
 
 def choices_from_string(text):
-    """`{block: op}` of a NAS-Bench-201 string such as
-    `|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|`.
+    """`{block: op}` of a NAS-Bench-201 string: per node ('+'-separated), `|op~input|` for
+    each earlier node in order.
+
+    Example:
+
+    >>> choices_from_string("|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|"
+    ...                     "+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|")["n2_in1"]
+    'avg_pool_3x3'
     """
     if not isinstance(text, str):
         raise SearchSpaceError(f"A NAS-Bench-201 architecture is a string, got {text!r}.")
@@ -98,11 +104,7 @@ class NasBench201Space(SearchSpace):
 
     def __init__(self, **config):
         super().__init__(**config)
-        for key in ("filters", "cells_per_stage"):
-            value = self.config[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SearchSpaceError(f"{self.name}: {key} must be a positive integer, got "
-                                       f"{value!r}.")
+        check_positive_integers(self, ("filters", "cells_per_stage"))
 
     def blocks(self):
         return [edge_block(i, j) for i, j in EDGES]
@@ -153,8 +155,7 @@ class NasBench201Space(SearchSpace):
         L = keras.layers
         y = x
         for k, stride in ((0, 2), (1, 1)):
-            for _, layer in cell_op_layers("nor_conv_3x3", channels, stride, f"{name}_conv{k}"):
-                y = layer(y)
+            y = apply_op(y, "nor_conv_3x3", channels, stride, f"{name}_conv{k}")
         shortcut = L.AveragePooling2D(2, name=f"{name}_shortcut_pool")(x)
         shortcut = L.Conv2D(channels, 1, use_bias=False, name=f"{name}_shortcut_conv")(shortcut)
         return L.Add(name=f"{name}_add")([shortcut, y])
@@ -173,11 +174,8 @@ class NasBench201Space(SearchSpace):
                     op = choices[edge_block(i, j)]
                     if op == "none":
                         continue
-                    y = nodes[j]
-                    for _, layer in cell_op_layers(op, channels, 1,
-                                                   f"{cell_name}_{edge_block(i, j)}_{op}"):
-                        y = layer(y)
-                    terms.append(y)
+                    terms.append(apply_op(nodes[j], op, channels, 1,
+                                          f"{cell_name}_{edge_block(i, j)}_{op}"))
                 if not terms:  # every input edge is none
                     terms = [Zero(name=f"{cell_name}_n{i}_zero")(x)]
                 nodes.append(terms[0] if len(terms) == 1
@@ -199,13 +197,12 @@ class NasBench201Space(SearchSpace):
             for i in range(1, NODES):
                 terms = []
                 for j in range(i):
-                    block = edge_block(i, j)
-                    name = block if block not in owners else f"{cell_name}_{block}"
-                    op = MixedOp([CellOp(op, channels, affine=False, name=f"{name}_{op}")
-                                  for op in NB201_OPS], mixing=rule, choices=list(NB201_OPS),
-                                 logits_from=owners.get(block), name=name)
-                    owners.setdefault(block, op)
-                    y, weights[name] = op(nodes[j])
+                    mixed = shared_mixed_op(
+                        owners, edge_block(i, j), cell_name,
+                        lambda name: [CellOp(op, channels, affine=False, name=f"{name}_{op}")
+                                      for op in NB201_OPS],
+                        rule, list(NB201_OPS))
+                    y, weights[mixed.name] = mixed(nodes[j])
                     terms.append(y)
                 nodes.append(keras.layers.Add(name=f"{cell_name}_n{i}_add")(terms)
                              if len(terms) > 1 else terms[0])
@@ -221,5 +218,4 @@ class NasBench201Space(SearchSpace):
                                "scratch (train.inherit: false), as the benchmark does.")
 
     def latency_ops(self):
-        raise SearchSpaceError(f"{self.name} has no latency table yet; time whole networks "
-                               "with tfnas benchmark.")
+        no_latency_table(self)

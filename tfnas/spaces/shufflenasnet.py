@@ -21,8 +21,8 @@ README next to the paper's.
 
 import keras
 
-from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, factorized_reduce,
-                                   factorized_reduce_layers)
+from tfnas.layers.cell_ops import (BN, CELL_OPS, CellOp, PickInput, apply_op,
+                                   factorized_reduce, factorized_reduce_layers)
 from tfnas.layers.channel_shuffle import ChannelShuffle, ChannelSplit
 from tfnas.spaces.base import register_space
 from tfnas.spaces.cells import CIFAR_MEAN, CIFAR_STD, CellSpace
@@ -85,19 +85,13 @@ class ShuffleNasNetSpace(CellSpace):
         return list(range(int(index) + 1)) if what == "input" else list(OPS)
 
     # -- layers -----------------------------------------------------------------------------
-    @staticmethod
-    def _op(x, op, channels, stride, name):
-        if op == "identity" and stride != 1:
-            return factorized_reduce(factorized_reduce_layers(channels, name), x)
-        return CellSpace._apply(x, op, channels, stride, name)
-
     def _cell(self, choices):
         """The derived cell of `choices`: `cell(x, kind, channels, stride, name)`."""
         def cell(x, kind, channels, stride, name):
             states = [x]
             for i in range(self.config["cell_blocks"]):
                 source = choices[f"{kind}_{i}_input"]
-                states.append(self._op(states[source], choices[f"{kind}_{i}_op"], channels,
+                states.append(apply_op(states[source], choices[f"{kind}_{i}_op"], channels,
                                        stride if source == 0 else 1, f"{name}_b{i}"))
             return states[1:]
         return cell
