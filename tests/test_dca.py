@@ -93,13 +93,16 @@ def test_a_restored_search_keeps_the_multiplier_and_the_bound(tmp_path):
 def test_a_budget_below_the_smallest_network_names_the_minimum():
     space = get_space("nasbench201", TINY)
     cost = ParameterCost.from_space(space)
-    with pytest.raises(ConfigError, match=f"smallest network of the space, {cost.minimum():g} "
+    smallest = space.cheapest(cost)
+    assert smallest == cost.minimum()  # every edge none
+    with pytest.raises(ConfigError, match=f"smallest network of the space, {smallest:g} "
                                           "parameters"):
-        LagrangianPenalty(budget=cost.minimum() - 1).check_cost(cost)
-    LagrangianPenalty(budget=cost.minimum()).check_cost(cost)
+        LagrangianPenalty(budget=smallest - 1).check_cost(cost, smallest)
+    LagrangianPenalty(budget=smallest).check_cost(cost, smallest)
     from tfnas import penalties
 
     with pytest.raises(ConfigError, match="switches take true or false"):
         penalties.get({"type": "lagrangian", "budget": 1e5, "normalize": 1})
     with pytest.raises(ConfigError, match="finite numbers"):
         penalties.get({"type": "lagrangian", "budget": True})
+

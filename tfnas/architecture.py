@@ -159,13 +159,15 @@ class Architecture:
         return f"Architecture(space={self.space!r}, choices={self.choice_list()})"
 
 
-def derive(supernet, space, metadata=None):
-    """The architecture `space.derive` makes of the probabilities of `supernet`'s blocks."""
+def derive(supernet, space, metadata=None, cost=None, limits=None):
+    """The architecture `space.derive` makes of the probabilities of `supernet`'s blocks
+    (within `limits` of `cost`, if given)."""
     from tfnas.layers.mixed_op import distributions  # pylint: disable=import-outside-toplevel
 
     probabilities = {b: [round(float(p), 6) for p in probs]
                      for b, (_, probs) in distributions(supernet).items()}
-    return from_choices(space, space.derive(probabilities), probabilities, metadata)
+    return from_choices(space, space.derive(probabilities, cost=cost, limits=limits),
+                        probabilities, metadata)
 
 
 def from_choices(space, choices, probabilities=None, metadata=None):

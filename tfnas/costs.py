@@ -50,11 +50,14 @@ class Cost:
     def of_choices(self, choices):
         """The cost of one architecture `{block: choice}`: the one way to cost an
         architecture (a latency prediction, a parameter or MAC count)."""
+        return self.fixed + self.of_blocks({b: choices[b] for b in self.tables})
+
+    def of_blocks(self, choices):
+        """The cost of the blocks `choices` names, without the fixed part."""
         if self.labels is None:
             raise ValueError("This cost has no choice labels; build it with from_space, "
                              "from_supernet or from_table.")
-        return self.fixed + sum(self.tables[b][self.labels[b].index(choices[b])]
-                                for b in self.tables)
+        return sum(self.tables[b][self.labels[b].index(c)] for b, c in choices.items())
 
 
 def tables_from_models(space, measure):

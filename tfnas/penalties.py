@@ -38,10 +38,22 @@ class Penalty:
         """`{name: variable}` that a search logs every step; default none."""
         return {}
 
-    def check_cost(self, cost):
-        """Raises `ConfigError` if the penalty cannot work with `cost` (a budget no network
-        of the space meets); default nothing to check."""
-        del cost
+    def check_cost(self, cost, smallest):
+        """Raises `ConfigError` if the penalty cannot work with `cost`, whose cheapest
+        derivable architecture costs `smallest` (a budget no network of the space meets);
+        default nothing to check."""
+        del cost, smallest
+
+    def callbacks(self, measure):
+        """Keras callbacks the penalty needs during a search; `measure()` returns the
+        expected cost and the cost of the architecture derived now. Default none."""
+        del measure
+        return []
+
+    def derivation_limits(self):
+        """`(low, high)` the derived architecture's cost must lie within (the space's
+        `derive` then takes the most probable such architecture), or None (default)."""
+        return None
 
     def get_config(self):
         return {"type": self.name}
@@ -225,8 +237,7 @@ class LagrangianPenalty(Penalty):
     def logged_values(self):
         return {"lagrange_multiplier": self.multiplier, "constraint_bound": self.bound}
 
-    def check_cost(self, cost):
-        smallest = cost.minimum()
+    def check_cost(self, cost, smallest):
         if self.budget < smallest:
             raise ConfigError(f"budget {self.budget:g} is below the smallest network of the "
                               f"space, {smallest:g} {cost.unit}; raise the budget to at least "

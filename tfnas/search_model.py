@@ -233,11 +233,18 @@ class SearchModel(keras.Model):
         """The callbacks of the mixing rules' schedules (the Gumbel temperature)."""
         return [cb for rule in self.mixing_rules for cb in rule.schedule_callbacks(start_epoch)]
 
-    def derive_architecture(self, space, metadata=None):
-        """The architecture document the space derives from the current probabilities."""
+    def derive_architecture(self, space, metadata=None, limits=None):
+        """The architecture document the space derives from the current probabilities;
+        with `limits=(low, high)`, the most probable one whose cost lies within them."""
         from tfnas.architecture import derive  # pylint: disable=import-outside-toplevel
 
-        return derive(self.supernet, space, metadata)
+        return derive(self.supernet, space, metadata,
+                      cost=self.cost if limits is not None else None, limits=limits)
+
+    def derived_cost(self, space, limits=None):
+        """The cost of the architecture `derive_architecture` would give now."""
+        choices = space.derive(self.probabilities(), cost=self.cost, limits=limits)
+        return self.cost.of_choices(space.effective_choices(choices))
 
     def probabilities(self):
         """`{block: probabilities}` as lists of floats."""

@@ -105,7 +105,7 @@ class DifferentiableSearch(SupernetMethod):
         cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
                          supernet=supernet)
         penalty = penalties.get(self.section["penalty"])
-        prefixed("search.penalty", penalty.check_cost, cost)
+        prefixed("search.penalty", penalty.check_cost, cost, self.space.cheapest(cost))
         return SearchModel(supernet, cost=cost, penalty=penalty)
 
     def search(self, run, verbose=2):
@@ -117,7 +117,10 @@ class DifferentiableSearch(SupernetMethod):
         model.compile(optimizer=make_optimizer(s["optimizer"], s["epochs"] * n_train),
                       arch_optimizer=make_optimizer(s["arch_optimizer"], arch_steps))
         logger = ArchitectureLogger(run.file("logs"), plot_blocks=s["plot_blocks"])
-        callbacks = model.schedule_callbacks(start_epoch=s["warmup_epochs"]) + [logger]
+        callbacks = model.schedule_callbacks(start_epoch=s["warmup_epochs"])
+        callbacks += model.penalty.callbacks(
+            lambda: (model.expected_cost(), model.derived_cost(self.space)))
+        callbacks.append(logger)
         stop = None
         if s["convergence"]["patience"]:
             stop = ConvergenceStop(s["convergence"]["patience"],
@@ -147,11 +150,12 @@ class DifferentiableSearch(SupernetMethod):
         model.fit(data_lib.epochs(epoch_batches, initial_epoch, max(last, initial_epoch + 1)),
                   warmup_epochs=s["warmup_epochs"], epochs=last, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
-        arch = model.derive_architecture(self.space, metadata={
+        limits = model.penalty.derivation_limits()
+        arch = model.derive_architecture(self.space, limits=limits, metadata={
             "method": self.name, "search_seconds": round(backup.elapsed(), 1),
             "dataset": self.config["data"]["dataset"], "epochs": s["epochs"],
             "penalty": model.penalty.get_config(), "expected_cost": model.expected_cost(),
-            "cost_unit": model.cost.unit,
+            "derived_cost": model.derived_cost(self.space, limits), "cost_unit": model.cost.unit,
             "converged_epoch": stop.stopped_epoch if stop else None})
         model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"),
                                     overwrite=True)

@@ -1,6 +1,7 @@
 """What a search space is, and the registry of spaces by name."""
 
 import difflib
+import math
 
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.registry import Registry
@@ -125,16 +126,51 @@ class SearchSpace:
         """
         raise NotImplementedError
 
-    def derive(self, probabilities):
+    def derive(self, probabilities, cost=None, limits=None):
         """`{block: choice}` from `{block: probabilities over candidates(block)}`.
 
-        The default takes the most probable candidate of every block; a space
-        whose derivation is structured (DARTS keeps the two strongest edges of
-        a node) overrides it.
+        The most probable alternative of every derivation group
+        (`derivation_groups`): by default the most probable candidate of every
+        block. With a `tfnas.costs.Cost` and `limits=(low, high)`, the most
+        probable architecture whose cost (of its `effective_choices`) lies within
+        them, or, if none does, the one nearest under `high` (`tfnas.budget`).
         """
-        import numpy as np  # pylint: disable=import-outside-toplevel
+        groups = self.derivation_groups(probabilities)
+        if limits is None:
+            chosen = [max(range(len(g)), key=lambda a, g=g: g[a][0]) for g in groups]
+        else:
+            from tfnas import budget  # pylint: disable=import-outside-toplevel
 
-        return {b: self.candidates(b)[int(np.argmax(probabilities[b]))] for b in self.blocks()}
+            scored = [[(score, cost.of_blocks(self.effective_choices(part)))
+                       for score, part in g] for g in groups]
+            chosen, _ = budget.most_probable_within(scored, limits, fixed=cost.fixed)
+        choices = {}
+        for g, a in zip(groups, chosen):
+            choices.update(g[a][1])
+        return choices
+
+    def cheapest(self, cost):
+        """The cost of the cheapest architecture `derive` can give (a DARTS node keeps two
+        edges, so its cheapest is not every edge none)."""
+        uniform = {b: [1.0] * len(self.candidates(b)) for b in self.blocks()}
+        return cost.fixed + sum(min(cost.of_blocks(self.effective_choices(part))
+                                    for _, part in group)
+                                for group in self.derivation_groups(uniform))
+
+    def derivation_groups(self, probabilities):
+        """The independent parts of a derivation: a list of groups, each a list of
+        `(log-probability, {block: choice})` alternatives, one of which is taken. Default:
+        one group per block. A space whose rule ties blocks together (DARTS keeps two edges
+        per node) or whose network's cost is not a sum over blocks groups them."""
+        return [[(log_probability(p), {block: c}) for c, p in zip(self.candidates(block),
+                                                        probabilities[block])]
+                for block in self.blocks()]
+
+    def effective_choices(self, choices):
+        """The choices (of one derivation group, or all) as the built network realizes them:
+        what a cost counts. Default: as given. A space whose networks leave out ops that
+        reach no output sets those to the choice that costs nothing."""
+        return dict(choices)
 
     def block_of_layer(self, name):
         """The block a layer of a derived model belongs to (None: the fixed part); default:
@@ -178,3 +214,8 @@ class SearchSpace:
         in candidate order.
         """
         raise NotImplementedError
+
+
+def log_probability(p):
+    """`log p`, finite for p = 0 (probabilities are stored rounded)."""
+    return math.log(max(float(p), 1e-30))

@@ -22,15 +22,15 @@ network of a genotype; `genotype_choices` and `choices_genotype` convert
 from and to DARTS's `Genotype(normal=[(op, input), ...], reduce=[...])`.
 """
 
+import itertools
 import re
 
 import keras
-import numpy as np
 
 from tfnas.layers import mixing as mixing_rules
 from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, apply_op, factorized_reduce,
                                    factorized_reduce_layers)
-from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+from tfnas.spaces.base import SearchSpace, SearchSpaceError, log_probability, register_space
 from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
                                 no_latency_table, normalize, shared_mixed_op)
 
@@ -137,20 +137,26 @@ class DartsSpace(SearchSpace):
         del block
         return list(DARTS_OPS)
 
-    def derive(self, probabilities):
-        """DARTS's rule: per node, the two incoming edges whose best op other than none is
-        strongest, each with that op; the other edges are none."""
-        choices = {}
+    def derivation_groups(self, probabilities):
+        """DARTS's rule as groups: each node of each cell kind takes two incoming edges with
+        one op other than none each (the other edges none). The most probable pair is the
+        two edges whose best op other than none is strongest, with those ops."""
+        groups = []
         for kind in KINDS:
             for i in range(self.config["nodes"]):
                 inputs = [edge_block(kind, i, j) for j in range(i + 2)]
                 # DARTS_OPS[0] is none.
-                best = {b: int(np.argmax(probabilities[b][1:])) + 1 for b in inputs}
-                strength = {b: probabilities[b][best[b]] for b in inputs}
-                kept = sorted(inputs, key=lambda b: -strength[b])[:2]
-                for b in inputs:
-                    choices[b] = DARTS_OPS[best[b]] if b in kept else "none"
-        return choices
+                edge_options = {b: [(log_probability(probabilities[b][k]), op)
+                                    for k, op in enumerate(DARTS_OPS) if k] for b in inputs}
+                group = []
+                for first, second in itertools.combinations(inputs, 2):
+                    for (s1, op1), (s2, op2) in itertools.product(edge_options[first],
+                                                                  edge_options[second]):
+                        choices = dict.fromkeys(inputs, "none")
+                        choices.update({first: op1, second: op2})
+                        group.append((s1 + s2, choices))
+                groups.append(group)
+        return groups
 
     def block_of_layer(self, name):
         match = re.match(r"cell\d+_((?:normal|reduce)_n\d+_in\d+)_", name)

@@ -16,13 +16,15 @@ Architectures read and write the benchmark's own strings, so results can be
 looked up in its tables: `arch_string(choices)` and `choices_from_string(s)`.
 """
 
+import itertools
 import re
 
 import keras
 
 from tfnas.layers import mixing as mixing_rules
 from tfnas.layers.cell_ops import BN, NB201_OPS, CellOp, Zero, apply_op
-from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
+from tfnas.spaces.base import (SearchSpace, SearchSpaceError, log_probability,
+                               register_space)
 from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
                                 no_latency_table, normalize, shared_mixed_op)
 
@@ -118,6 +120,29 @@ class NasBench201Space(SearchSpace):
             raise SearchSpaceError("Give NAS-Bench-201 strings through "
                                    "tfnas.spaces.nasbench201.choices_from_string.")
         super().validate_choices(choices)
+
+    def derivation_groups(self, probabilities):
+        """One group of every architecture (5**6): a network's cost is not a sum over its
+        edges, as an edge into a node that reaches no output is left out."""
+        blocks = self.blocks()
+        options = [[(log_probability(p), op) for op, p in zip(NB201_OPS, probabilities[b])]
+                   for b in blocks]
+        return [[(sum(s for s, _ in combination), dict(zip(blocks, (op for _, op in combination))))
+                 for combination in itertools.product(*options)]]
+
+    def effective_choices(self, choices):
+        """Edges into a node whose value reaches no output are none: the Keras network
+        leaves them out (the benchmark's PyTorch model keeps them and counts them)."""
+        effective = dict(choices)
+        reaches = {NODES - 1}
+        for j in range(NODES - 2, 0, -1):
+            if any(effective.get(edge_block(i, j), "none") != "none" and i in reaches
+                   for i in range(j + 1, NODES)):
+                reaches.add(j)
+        for i, j in EDGES:
+            if i not in reaches and edge_block(i, j) in effective:
+                effective[edge_block(i, j)] = "none"
+        return effective
 
     def block_of_layer(self, name):
         match = re.match(r"stage\d+_cell\d+_(n\d+_in\d+)_", name)
