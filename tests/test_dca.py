@@ -75,6 +75,38 @@ def test_multiplier_rises_over_the_bound_falls_to_zero_under_it_in_one_trace():
     assert CountingSearchModel.traces == 1
 
 
+def test_tracked_bound_moves_by_the_gap_between_derived_and_expected_cost_in_one_trace():
+    CountingSearchModel.traces = 0
+    space = get_space("nasbench201", TINY)
+    cost = ParameterCost.from_space(space)
+    budget = 0.6 * cost.of_choices(choices_from_string(MIXED))
+    penalty = LagrangianPenalty(budget=budget, rate=0.5, bound="derived", tolerance=0.02,
+                                track_every=1)
+    model = CountingSearchModel(space.build_supernet("softmax"), cost=cost, penalty=penalty)
+    model.compile(optimizer="sgd", arch_optimizer=keras.optimizers.Adam(0.05))
+    seen = []
+
+    def measure():
+        seen.append((model.expected_cost(), model.derived_cost(space)))
+        return seen[-1]
+
+    callbacks = penalty.callbacks(measure)
+    history = model.fit(_split(0), arch_data=_split(1), epochs=2, verbose=0,
+                        callbacks=callbacks)
+    assert len(seen) == 2 * (4 + 1)  # every batch (track_every=1) and every epoch end
+    assert history.history["derived_cost"][-1] == seen[-1][1]
+    target = budget * 0.99  # the middle of [0.98 K, K]
+    aims = [target - (derived - expected) for expected, derived in seen[-2:]]
+    bound = history.history["constraint_bound"][-1]  # the last step's, before two moves
+    for aim in aims:  # the last batch's end, then the epoch's
+        bound = 0.5 * (bound + aim)
+    assert float(penalty.bound) == pytest.approx(bound, rel=1e-5)
+    assert CountingSearchModel.traces == 1
+    arch = model.derive_architecture(space, limits=penalty.derivation_limits())
+    assert arch.parameters <= budget
+    assert penalty.derivation_limits() == (pytest.approx(0.98 * budget), budget)
+
+
 def test_a_restored_search_keeps_the_multiplier_and_the_bound(tmp_path):
     model, penalty, _ = _search(0.5)
     backup = TrainingBackup(str(tmp_path / "backup"))
@@ -105,4 +137,10 @@ def test_a_budget_below_the_smallest_network_names_the_minimum():
         penalties.get({"type": "lagrangian", "budget": 1e5, "normalize": 1})
     with pytest.raises(ConfigError, match="finite numbers"):
         penalties.get({"type": "lagrangian", "budget": True})
+    with pytest.raises(ValueError, match="bound is 'budget'.*'derived'.*got 'tracked'"):
+        penalties.get({"type": "lagrangian", "budget": 1e5, "bound": "tracked"})
+    with pytest.raises(ValueError, match=r"tolerance is a fraction .* got 2"):
+        penalties.get({"type": "lagrangian", "budget": 1e5, "tolerance": 2})
+    fixed = penalties.get({"type": "lagrangian", "budget": 1e5, "bound": 8e4})
+    assert float(fixed.bound) == 8e4 and fixed.callbacks(None) == []
 

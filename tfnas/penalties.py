@@ -8,6 +8,7 @@ after every architecture step.
 
 import math
 
+import keras
 from keras import ops
 
 from tfnas.errors import ConfigError
@@ -187,11 +188,19 @@ class LagrangianPenalty(Penalty):
     the constraint after every architecture step: lambda <- max(0, lambda +
     rate * (cost - bound) / budget). It grows while the expected cost is over
     the bound and falls to 0 once it is under. The paper gives no update rule;
-    projected gradient ascent is the standard one. `bound` starts at `budget`
-    (K' = K) and is a variable too, so that moving it during a search (to close
-    the gap to the derived network's cost) needs no retrace. Dividing
-    by the budget keeps `rate` independent of the cost's unit;
-    `normalize=False` gives the paper's raw lambda * (cost - bound).
+    projected gradient ascent is the standard one. Dividing by the budget keeps
+    `rate` independent of the cost's unit; `normalize=False` gives the paper's
+    raw lambda * (cost - bound).
+
+    The bound K' (a variable, `constraint_bound`, moved without a retrace):
+    `"budget"` is the paper's K' = K; a number is a fixed K' (the lookup graph,
+    `tfnas budget-graph`, searches over a grid of them); `"derived"` closes the
+    gap between the expected cost under softmax(alpha) and the cost of the
+    derived discrete network during the search: every `track_every` batches,
+    K' moves halfway to K minus that gap (`BoundTracker`). With `tolerance`,
+    the search derives the most probable architecture whose cost lies within
+    [K (1 - tolerance), K] (`derivation_limits`); the tracked bound then aims
+    at the middle of that interval.
 
     Example:
 
@@ -202,10 +211,10 @@ class LagrangianPenalty(Penalty):
     """
 
     name = "lagrangian"
+    BOUNDS = ("budget", "derived")
 
-    def __init__(self, budget, rate=0.1, initial=0.0, normalize=True):
-        import keras  # pylint: disable=import-outside-toplevel
-
+    def __init__(self, budget, rate=0.1, initial=0.0, normalize=True, bound="budget",
+                 tolerance=None, track_every=10):
         self.budget, self.rate = float(budget), float(rate)
         self.initial, self.normalize = float(initial), bool(normalize)
         if self.budget <= 0:
@@ -213,10 +222,27 @@ class LagrangianPenalty(Penalty):
         if self.rate <= 0 or self.initial < 0:
             raise ValueError(f"rate must be positive and initial at least 0, got rate={rate}, "
                              f"initial={initial}.")
+        if not (bound in self.BOUNDS or (isinstance(bound, (int, float)) and bound > 0)):
+            raise ValueError(f"bound is 'budget' (K' = K), 'derived' (K' tracks the derived "
+                             f"network) or a positive number (a fixed K'), got {bound!r}.")
+        if tolerance is not None and not 0 < tolerance < 1:
+            raise ValueError(f"tolerance is a fraction of the budget in (0, 1), got "
+                             f"{tolerance}.")
+        if int(track_every) != track_every or track_every < 1:
+            raise ValueError(f"track_every is a positive number of batches, got "
+                             f"{track_every}.")
+        self.bound_rule, self.tolerance, self.track_every = bound, tolerance, int(track_every)
+        self.minimum = 0.0  # the smallest network's cost, once check_cost has seen it
+        start = float(bound) if isinstance(bound, (int, float)) else self.target
         self.multiplier = keras.Variable(self.initial, dtype="float32", trainable=False,
                                          name="lagrange_multiplier")
-        self.bound = keras.Variable(self.budget, dtype="float32", trainable=False,
+        self.bound = keras.Variable(start, dtype="float32", trainable=False,
                                     name="constraint_bound")
+
+    @property
+    def target(self):
+        """The cost the derived network aims at: K, or the middle of the tolerated range."""
+        return self.budget * (1 - self.tolerance / 2 if self.tolerance else 1)
 
     def violation(self, cost):
         """How far `cost` is over the bound (negative: under it), over the budget."""
@@ -238,14 +264,60 @@ class LagrangianPenalty(Penalty):
         return {"lagrange_multiplier": self.multiplier, "constraint_bound": self.bound}
 
     def check_cost(self, cost, smallest):
+        self.minimum = smallest
         if self.budget < smallest:
             raise ConfigError(f"budget {self.budget:g} is below the smallest network of the "
                               f"space, {smallest:g} {cost.unit}; raise the budget to at least "
                               "that.")
 
+    def callbacks(self, measure):
+        if self.bound_rule != "derived":
+            return []
+        return [BoundTracker(self.bound, self.target, measure, every=self.track_every,
+                             minimum=self.minimum)]
+
+    def derivation_limits(self):
+        if self.tolerance is None:
+            return None
+        return self.budget * (1 - self.tolerance), self.budget
+
     def get_config(self):
         return {"type": self.name, "budget": self.budget, "rate": self.rate,
-                "initial": self.initial, "normalize": self.normalize}
+                "initial": self.initial, "normalize": self.normalize, "bound": self.bound_rule,
+                "tolerance": self.tolerance, "track_every": self.track_every}
+
+
+class BoundTracker(keras.callbacks.Callback):
+    """Moves a constraint's bound K' so that the derived network meets a target.
+
+    The expected cost under softmax(alpha) is what the multiplier constrains,
+    the derived discrete network is what the user gets; their gap shifts as
+    the distribution sharpens. Every `every` batches and at the end of every
+    epoch, K' moves halfway to `target - (derived - expected)` (never below
+    `minimum`, the smallest network), so that a multiplier holding the
+    expected cost at K' holds the derived cost at the target. Epoch logs get
+    `derived_cost`.
+    """
+
+    def __init__(self, bound, target, measure, every=10, minimum=0.0):
+        super().__init__()
+        self.bound, self.target, self.measure = bound, float(target), measure
+        self.every, self.minimum = int(every), float(minimum)
+        self.derived = None
+
+    def _move(self):
+        expected, self.derived = self.measure()
+        aim = max(self.minimum, self.target - (self.derived - expected))
+        self.bound.assign(0.5 * (float(self.bound.numpy()) + aim))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            self._move()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._move()
+        if logs is not None:
+            logs["derived_cost"] = self.derived
 
 
 def get(config):
@@ -263,10 +335,21 @@ def get(config):
         name, _ = PENALTIES.split(config)
         defaults = {k: p.default for k, p in
                     inspect.signature(PENALTIES.resolve(name)).parameters.items()}
-        bad = {k: v for k, v in config.items() if k != "type" and (
-            isinstance(v, bool) != isinstance(defaults.get(k), bool)
-            or not isinstance(v, (int, float)) or not math.isfinite(v))}
+        bad = {k: v for k, v in config.items()
+               if k != "type" and not _acceptable(v, defaults.get(k))}
         if bad:
             raise ConfigError(f"The {config.get('type')!r} penalty takes finite numbers; got "
-                              f"{bad} (switches take true or false).")
+                              f"{bad} (switches take true or false; a setting whose default "
+                              "is a name or null also takes a name or null).")
     return PENALTIES.get(config)
+
+
+def _acceptable(value, default):
+    """Whether a config value has the kind of its argument's default: a switch, a finite
+    number, or (where the default is a name or None) also a name or None."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    return (default is None or isinstance(default, str)) and (value is None
+                                                              or isinstance(value, str))
