@@ -1,6 +1,9 @@
 """DCA-NAS's constraint: a Lagrange multiplier in the traced search step, costs of the
 derived networks, budgets checked against the space."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -144,3 +147,37 @@ def test_a_budget_below_the_smallest_network_names_the_minimum():
     fixed = penalties.get({"type": "lagrangian", "budget": 1e5, "bound": 8e4})
     assert float(fixed.bound) == 8e4 and fixed.callbacks(None) == []
 
+
+def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
+    from test_cli import tfnas
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
+                          "nasbench201_dca_cpu.json")
+    tiny = ["--set", "search.epochs=2", "--set", "search.warmup_epochs=1", "--set",
+            "data.limit=64", "--set", "space.config.filters=4", "--verbose=0"]
+    run_dir = str(tmp_path / "graph")
+    args = ["budget-graph", "--config", recipe, "--bounds", "5000,15000", "--budget", "9000",
+            "--run_dir", run_dir, *tiny]
+    result = tfnas(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(run_dir, "budget_graph.json"), encoding="utf-8") as f:
+        graph = json.load(f)
+    assert [p["bound"] for p in graph["points"]] == [5000, 15000]
+    for point in graph["points"]:
+        with open(os.path.join(point["run"], "architecture.json"), encoding="utf-8") as f:
+            arch = json.load(f)
+        assert arch["metadata"]["penalty"]["budget"] == point["bound"]
+        assert arch["metadata"]["penalty"]["bound"] == "budget"  # the paper's K' = K
+        assert point["derived_cost"] == arch["parameters"]
+    from tfnas.budget_graph import bound_for
+
+    assert (graph["bound"], graph["budget_inside_graph"]) == bound_for(graph["points"], 9000)
+    assert os.path.getsize(os.path.join(run_dir, "budget_graph.png")) > 0
+    assert f"search.penalty.bound={graph['bound']:.6g}" in result.stdout
+    resumed = tfnas(*args, "--resume")  # both searches are finished: loaded, not rerun
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("the search is complete") == 2
+    bad = tfnas("budget-graph", "--config", recipe, "--set", 'search.penalty={"type": "none"}',
+                "--run_dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "sweeps search.penalty.budget" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "bad")

@@ -10,6 +10,8 @@
     tfnas report --runs runs/qs,runs/other --run_dir runs/compare
     tfnas latency-table --config configs/grunas_cifar10.json --tflite_mode int8 \
                  [--android_binary benchmark_model --serial SERIAL]
+    tfnas budget-graph --config configs/nasbench201_dca_cpu.json \
+                 [--bounds 20000,30000,40000] [--budget 30000]
 
 Every command writes into its own `--run_dir` (default `runs/<name>-<command>-<time>`)
 and refuses an existing one unless `--resume` or `--overwrite` is given;
@@ -27,7 +29,8 @@ from absl import app, flags
 
 from tfnas.errors import TfnasError, UsageError
 
-COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table")
+COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table",
+            "budget-graph")
 # Commands whose work is a stage that a resumed run reuses once it has finished.
 STAGES = {"search": "search", "train": "train", "export": "export", "run": "run"}
 
@@ -65,6 +68,12 @@ flags.DEFINE_enum("tflite_mode", "float32", ["float32", "float16", "dynamic", "i
 flags.DEFINE_integer("repeats", 3, "latency-table: timings of each op, interleaved.")
 flags.DEFINE_integer("calibrate", 0,
                      "latency-table: fit the table's scale on this many whole networks.")
+flags.DEFINE_list("bounds", [],
+                  "budget-graph: the search bounds K' to sweep, in the cost's unit "
+                  "(default: the budget times 0.6, 0.8, 1.0, 1.2, 1.4).")
+flags.DEFINE_float("budget", None,
+                   "budget-graph: the budget K to read the bound for (default: the recipe's "
+                   "search.penalty.budget).")
 
 
 def _usage():
@@ -211,12 +220,14 @@ def _main(command):
         raise ExportError(f"No TFLite model at {FLAGS.model}.")
     if command == "report":
         rows = _read_summaries(FLAGS.runs)
-    if command in ("search", "train", "export", "run", "latency-table"):
+    if command in ("search", "train", "export", "run", "latency-table", "budget-graph"):
         from tfnas import pipeline  # pylint: disable=import-outside-toplevel
 
         prepared = pipeline.prepare(config)
         if architecture is not None:
             pipeline.check_architecture(architecture, prepared)
+    if command == "budget-graph":
+        graph_budget, graph_bounds = _budget_graph_inputs(config)
     searched = None
     if command == "train" and FLAGS.inherit_from:
         if not config["train"]["inherit"]:
@@ -271,10 +282,47 @@ def _main(command):
             table["device"] = f"android:{FLAGS.serial or 'default'}"
         path = latency.save_table(table, run.file("latency_table.json"))
         print(f"latency table: {len(table['entries'])} ops -> {path}")
+    elif command == "budget-graph":
+        _budget_graph(config, run, graph_budget, graph_bounds, verbose)
     else:
         summary = pipeline.run_all(config, run, verbose=verbose, prepared=prepared)
         print(pipeline.format_summary(summary))
     return 0
+
+
+def _budget_graph_inputs(config):
+    from tfnas import budget_graph  # pylint: disable=import-outside-toplevel
+
+    budget = budget_graph.check_sweepable(config) if FLAGS.budget is None else FLAGS.budget
+    try:
+        bounds = [float(b) for b in FLAGS.bounds]
+    except ValueError:
+        raise UsageError(f"--bounds takes numbers separated by commas, got "
+                         f"{','.join(FLAGS.bounds)!r}.") from None
+    bounds = bounds or [budget * f for f in (0.6, 0.8, 1.0, 1.2, 1.4)]
+    if budget <= 0 or min(bounds) <= 0 or len(set(bounds)) < 2:
+        raise UsageError(f"budget-graph needs a positive --budget and at least two different "
+                         f"positive --bounds, got budget {budget:g}, bounds {bounds}.")
+    return budget, sorted(set(bounds))
+
+
+def _budget_graph(config, run, budget, bounds, verbose):
+    from tfnas import budget_graph  # pylint: disable=import-outside-toplevel
+
+    points = budget_graph.sweep(config, run, bounds, verbose=verbose)
+    bound, inside = budget_graph.bound_for(points, budget)
+    unit = points[0]["unit"]
+    run.write_json("budget_graph.json", {"budget": budget, "unit": unit, "bound": bound,
+                                         "budget_inside_graph": inside, "points": points})
+    budget_graph.plot(points, budget, bound, unit, run.file("budget_graph.png"))
+    for p in points:
+        print(f"K' = {p['bound']:g}: derived network {p['derived_cost']:g} {unit}")
+    if not inside:
+        print(f"The budget {budget:g} is outside the graph: widen --bounds. The nearest end "
+              f"is K' = {bound:g}.")
+    print(f"For a budget of {budget:g} {unit}, search with K' = {bound:.6g}: "
+          f"--set search.penalty.budget={budget:g} --set search.penalty.bound={bound:.6g} -> "
+          f"{run.file('budget_graph.json')}")
 
 
 def _android():
