@@ -13,7 +13,12 @@ rerun here (no PyTorch), so the ratios to them compare runs on two machines
 of one class, not side by side.
 
 Variants: `darts` (plain DARTS: softmax over the 8 ops on every edge),
-`darts_gumbel` (the same network with SNAS/GRUNAS Gumbel-softmax mixing).
+`darts_gumbel` (the same network with SNAS/GRUNAS Gumbel-softmax mixing), and
+DCA-NAS's savers on top of `darts` (space config, `DartsSpace.build_supernet`):
+`dca_shared` (ops computed once per source node), `dca_bottleneck` (ops at
+C/`--bottleneck` channels), `dca_derived` (cells other than the first of each
+kind run their argmax op only), `dca` (all three). The savers' ratios are to
+`darts`, measured side by side in one run.
 
     python benchmarks/darts_step.py
     python benchmarks/darts_step.py --variants darts --batch 32 --steps 2
@@ -29,7 +34,10 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("darts", "darts_gumbel")
+VARIANTS = ("darts", "darts_gumbel", "dca_shared", "dca_bottleneck", "dca_derived", "dca")
+SAVERS = {"darts": {}, "darts_gumbel": {}, "dca_shared": {"share_source_ops": True},
+          "dca_bottleneck": {"bottleneck": None}, "dca_derived": {"derived_cells": True},
+          "dca": {"share_source_ops": True, "bottleneck": None, "derived_cells": True}}
 NNI_STEP_S, NNI_PEAK_RSS_GB = 32.3, 9.4
 
 
@@ -43,11 +51,13 @@ def measure(args):
     from tfnas.spaces import get_space  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(0)
+    savers = {k: args.bottleneck if v is None else v for k, v in SAVERS[args.variant].items()}
     space = get_space("darts", {"filters": args.filters, "cells": args.cells,
-                                "input_shape": [args.size, args.size, 3]})
+                                "input_shape": [args.size, args.size, 3], **savers})
     start = time.perf_counter()
-    mixing = {"darts": "softmax", "darts_gumbel": {"type": "gumbel", "temperature": 1.0}}
-    model = SearchModel(space.build_supernet(mixing[args.variant]))
+    mixing = ({"type": "gumbel", "temperature": 1.0} if args.variant == "darts_gumbel"
+              else "softmax")
+    model = SearchModel(space.build_supernet(mixing))
     build_s = time.perf_counter() - start
     # DARTS's search optimizers (train_search.py).
     model.compile(optimizer=keras.optimizers.SGD(0.025, momentum=0.9, weight_decay=3e-4),
@@ -82,7 +92,7 @@ def measure(args):
 def run_child(args, variant):
     cmd = [sys.executable, __file__, "--child", variant, "--filters", str(args.filters),
            "--cells", str(args.cells), "--batch", str(args.batch), "--size", str(args.size),
-           "--steps", str(args.steps)]
+           "--steps", str(args.steps), "--bottleneck", str(args.bottleneck)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -95,6 +105,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--bottleneck", type=int, default=4,
+                        help="the channel bottleneck's ratio (DCA-NAS leaves it unstated; "
+                             "PC-DARTS, which it builds on, samples 1/4 of the channels)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -104,6 +117,7 @@ def main():
         return
     summary = {"benchmark": "darts_step", "filters": args.filters, "cells": args.cells,
                "batch": args.batch, "size": args.size, "steps": args.steps,
+               "bottleneck": args.bottleneck,
                "nni_step_s": NNI_STEP_S, "nni_peak_rss_gb": NNI_PEAK_RSS_GB}
     for variant in args.variants.split(","):
         r = run_child(args, variant)
@@ -111,6 +125,10 @@ def main():
         if (args.filters, args.cells, args.batch, args.size) == (16, 8, 64, 32):
             summary[f"{variant}_time_vs_nni"] = round(r["step_s"] / NNI_STEP_S, 3)
             summary[f"{variant}_peak_rss_vs_nni"] = round(r["peak_rss_gb"] / NNI_PEAK_RSS_GB, 3)
+        if variant.startswith("dca") and "darts" in summary:
+            base = summary["darts"]
+            for key in ("step_s", "peak_rss_gb", "tf_peak_gb", "first_steps_s"):
+                summary[f"{variant}_{key}_vs_darts"] = round(r[key] / base[key], 3)
     print(json.dumps(summary))
 
 

@@ -130,6 +130,62 @@ class SoftmaxMixing(MixingRule):
 
 
 @keras.saving.register_keras_serializable(package="tfnas")
+class ArgmaxMixing(MixingRule):
+    """Runs only the most probable candidate of the logits, in training too; its weights
+    are the one-hot of that candidate, without a gradient.
+
+    DCA-NAS's derived cells: one cell of a kind carries the architecture (its ops mix
+    with softmax), the others copy its argmax (`MixedOp(logits_from=...)` with this
+    rule), so they run one op per edge instead of all of them. Candidates that did not
+    run keep their weights (`partial_execution`).
+
+    Args:
+        exclude: indices of candidates never chosen (DARTS derives no edge as "none").
+
+    Example:
+
+    >>> rule = ArgmaxMixing(exclude=[1])
+    >>> keras.ops.convert_to_numpy(rule(keras.ops.array([0.1, 2.0, 0.3]))).tolist()
+    [0.0, 0.0, 1.0]
+    """
+
+    partial_execution = True
+    learns_architecture = False
+
+    def __init__(self, exclude=(), **kwargs):
+        super().__init__(**kwargs)
+        self.exclude = [int(i) for i in exclude]
+
+    def build_state(self, op):
+        return {"executed": op.add_weight(name="argmax_path", shape=(), dtype="int32",
+                                          initializer="zeros", trainable=False)}
+
+    def executed(self, state, num_candidates):
+        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
+
+    def chosen(self, logits):
+        """The index of the most probable candidate that is not excluded."""
+        n = ops.shape(logits)[0]
+        allowed = ops.logical_not(ops.any(ops.equal(
+            ops.expand_dims(ops.arange(n, dtype="int32"), 1),
+            ops.convert_to_tensor([self.exclude or [-1]], dtype="int32")), axis=1))
+        scores = ops.where(allowed, ops.stop_gradient(logits), float("-inf"))
+        return ops.cast(ops.argmax(scores), "int32")
+
+    def mixing_weights(self, logits, training=None):
+        return ops.one_hot(self.chosen(logits), ops.shape(logits)[0])
+
+    def combine(self, logits, candidates, inputs, training=None, state=None):
+        index = self.chosen(logits)
+        state["executed"].assign(index)
+        return (run_candidate(index, candidates, inputs, training),
+                ops.one_hot(index, len(candidates)))
+
+    def get_config(self):
+        return {**super().get_config(), "exclude": self.exclude}
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
 class GumbelSoftmaxMixing(MixingRule):
     """Gumbel-softmax with temperature `T`: w = softmax((logits + G) / T).
 
@@ -258,6 +314,12 @@ class TemperatureAnnealing(keras.callbacks.Callback):
 def _softmax(seed=None):
     del seed  # deterministic
     return SoftmaxMixing(name="mixing")
+
+
+@RULES.register("argmax")
+def _argmax(exclude=(), seed=None):
+    del seed  # deterministic
+    return ArgmaxMixing(exclude=exclude, name="mixing")
 
 
 @RULES.register("gumbel")

@@ -98,3 +98,56 @@ def test_derived_network_trains_and_exports_with_builtin_ops(tmp_path):
     assert_trains_and_exports(model, tmp_path, {"DEPTHWISE_CONV_2D", "CONV_2D", "MAX_POOL_2D",
                                                 "AVERAGE_POOL_2D", "CONCATENATION"})
     assert count_parameters(model) > 0
+
+
+def test_dca_savers_share_ops_per_source_bottleneck_them_and_derive_the_other_cells():
+    import tensorflow as tf
+
+    from conftest import counting_search_model
+    from tfnas.data import search_schedule
+    from tfnas.layers.mixing import ArgmaxMixing
+
+    config = {"filters": 4, "cells": 3, "nodes": 2, "input_shape": [8, 8, 3]}
+    plain = get_space("darts", config).build_supernet("softmax")
+    space = get_space("darts", {**config, "bottleneck": 2, "share_source_ops": True,
+                                "derived_cells": True})
+    supernet = space.build_supernet("softmax")
+    names = {layer.name for layer in supernet.layers}
+    # cell0 carries the normal cell's alpha: one op of each kind per source node (3 sources
+    # feed 5 edges), computed at 4 / 2 = 2 channels between 1x1 reductions and expansions.
+    shared = {n for n in names if n.startswith("cell0_in") and n.endswith("_sep_conv_3x3")}
+    assert shared == {f"cell0_in{j}_sep_conv_3x3" for j in range(3)}
+    assert supernet.get_layer("cell0_in0_sep_conv_3x3").channels == 2
+    assert {"cell0_reduce0", "cell0_expand1"} <= {n.rsplit("_", 1)[0] for n in names}
+    assert count_parameters(supernet) < count_parameters(plain)
+    Counting = counting_search_model()
+    search = Counting(supernet)
+    assert len(search.architecture_variables) == 10  # still one alpha per edge and kind
+    copies = [op for op in search.mixed_ops if not op.owns_logits]
+    assert copies and all(isinstance(op.mixing, ArgmaxMixing) for op in copies)
+    search.compile(optimizer="sgd", arch_optimizer="adam")
+    rng = np.random.default_rng(0)
+    split = tf.data.Dataset.from_tensor_slices(
+        (rng.uniform(0, 255, (8, 8, 8, 3)).astype("float32"), rng.integers(0, 10, 8))).batch(4)
+    copy = copies[0]
+    before = [[np.asarray(v) for v in c.trainable_variables] for c in copy.candidates]
+    search.fit(search_schedule(split, split), epochs=1, verbose=0)
+    assert Counting.traces == 1
+    ran = int(copy.mixing_state["executed"].numpy())
+    assert ran == int(np.argmax(np.asarray(copy.logits)[1:])) + 1  # the best op but none
+    for j, (candidate, old) in enumerate(zip(copy.candidates, before)):
+        changed = any(not np.array_equal(np.asarray(v), o)
+                      for v, o in zip(candidate.trainable_variables, old))
+        if j != ran:  # only the argmax op of a derived cell runs and learns
+            assert not changed
+    assert all(np.ptp(np.asarray(v)) > 0 for v in search.architecture_variables)
+    # A derived cell's node sums the edges DARTS's rule derives now.
+    derived = space.derive(search.probabilities())
+    node = supernet.get_layer("cell2_n1_strongest")
+    picked = np.asarray(node([np.full((1, 1), 10.0 ** k) for k in range(3)]))[0, 0]
+    kept = [j for j in range(3) if derived[f"reduce_n1_in{j}"] != "none"]
+    assert picked == sum(10.0 ** j for j in kept)
+    with pytest.raises(SearchSpaceError, match="bottleneck=3 must divide filters=4"):
+        get_space("darts", {**config, "bottleneck": 3})
+    with pytest.raises(SearchSpaceError, match="derived_cells is true or false"):
+        get_space("darts", {**config, "derived_cells": 1})

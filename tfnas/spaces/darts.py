@@ -26,10 +26,11 @@ import itertools
 import re
 
 import keras
+from keras import ops
 
 from tfnas.layers import mixing as mixing_rules
-from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, Zero, apply_op, factorized_reduce,
-                                   factorized_reduce_layers)
+from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, PickInput, Zero, apply_op,
+                                   factorized_reduce, factorized_reduce_layers)
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, log_probability, register_space
 from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
                                 no_latency_table, normalize, shared_mixed_op)
@@ -97,6 +98,31 @@ def choices_genotype(choices, nodes=4):
     return genotype
 
 
+class StrongestEdges(keras.layers.Layer):
+    """Sums the two edges of a node whose best op other than none is most probable under
+    the logits of `edge_ops` (their owners'): DARTS's derivation, applied at every step in
+    a derived cell (`derived_cells`). Like the ops whose logits it reads, it lives only
+    in a search network and is not serialized."""
+
+    def __init__(self, edge_ops, keep=2, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_edge_ops", list(edge_ops))  # not tracked: not its weights
+        self.keep = min(int(keep), len(edge_ops))
+
+    def call(self, terms):
+        strength = ops.stack([ops.max(ops.softmax(ops.stop_gradient(op.logits))[1:])
+                              for op in self._edge_ops])
+        mask = ops.sum(ops.one_hot(ops.top_k(strength, self.keep)[1], len(self._edge_ops)),
+                       axis=0)
+        total = mask[0] * terms[0]
+        for k in range(1, len(terms)):
+            total = total + mask[k] * terms[k]
+        return total
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 @register_space
 class DartsSpace(SearchSpace):
     """DARTS's space: a normal and a reduction cell of `nodes` nodes, `cells` cells.
@@ -114,13 +140,25 @@ class DartsSpace(SearchSpace):
 
     name = "darts"
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16, "cells": 8,
-                "nodes": 4, "stem_multiplier": 3, "mean": CIFAR_MEAN, "std": CIFAR_STD}
+                "nodes": 4, "stem_multiplier": 3, "mean": CIFAR_MEAN, "std": CIFAR_STD,
+                # DCA-NAS's savers (search network only; see build_supernet)
+                "bottleneck": 1, "share_source_ops": False, "derived_cells": False}
     costs_on_derived_models = True  # the search network's BatchNorms have no parameters
 
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
-        check_positive_integers(self, ("filters", "cells", "nodes", "stem_multiplier"))
+        check_positive_integers(self, ("filters", "cells", "nodes", "stem_multiplier",
+                                       "bottleneck"))
+        for key in ("share_source_ops", "derived_cells"):
+            if not isinstance(c[key], bool):
+                raise SearchSpaceError(f"{self.name}: {key} is true or false, got {c[key]!r}.")
+        if c["filters"] % (2 * c["bottleneck"]):
+            raise SearchSpaceError(
+                f"{self.name}: bottleneck={c['bottleneck']} must divide filters={c['filters']} "
+                "into an even width (the ops run at filters/bottleneck channels, and a "
+                "factorized reduction splits them in halves); choose a divisor of "
+                f"{c['filters'] // 2}.")
         if c["cells"] < 3:
             raise SearchSpaceError(f"{self.name}: cells={c['cells']}: a DARTS network has "
                                    "reduction cells at 1/3 and 2/3 of its depth and needs at "
@@ -227,8 +265,23 @@ class DartsSpace(SearchSpace):
 
     def build_supernet(self, mixing="softmax"):
         """The DARTS search network: a `MixedOp` over the 8 ops on every edge of every cell;
-        cells of a kind share the first one's logits."""
+        cells of a kind share the first one's logits.
+
+        DCA-NAS's savers, set in the space config, change only this network:
+        `bottleneck: r` runs the ops at C/r channels between a 1x1 reduction of each
+        source node and a 1x1 expansion of each node (ReLU-conv-BN, as DARTS's
+        preprocessing); `share_source_ops` computes each op once per source node,
+        for every node it feeds (the edges mix the shared outputs with their own
+        weights); `derived_cells` makes every cell but the first of each kind the
+        cell DARTS would derive now: each edge runs only its best op other than none
+        (`ArgmaxMixing`) and each node sums its two strongest edges
+        (`StrongestEdges`), so the architecture learns only in the first cells.
+        """
         rule = mixing_rules.get(mixing)
+        derived = self.config["derived_cells"]
+        # A derived cell's edge runs its best op other than none (DARTS_OPS[0]).
+        copy_rule = mixing_rules.get({"type": "argmax", "exclude": [0]}) if derived else rule
+        r, share = self.config["bottleneck"], self.config["share_source_ops"]
         owners, weights = {}, {}
 
         def candidate(op, channels, stride, name):
@@ -239,19 +292,45 @@ class DartsSpace(SearchSpace):
                 center=False, scale=False, name=f"{name}_bn", **BN)], name=f"{name}_seq")
 
         def cell(states, kind, channels, name):
-            states = list(states)
+            states, width = list(states), channels // r
+            carries = edge_block(kind, 0, 0) not in owners  # the first cell of its kind
+            cell_rule = rule if carries else copy_rule
+            sources, shared = {}, {}
+
+            def source(j):
+                if j not in sources:
+                    sources[j] = states[j] if r == 1 else apply_op(
+                        states[j], "nor_conv_1x1", width, 1, f"{name}_reduce{j}", affine=False)
+                return sources[j]
+
             for i in range(self.config["nodes"]):
-                terms = []
+                terms, edge_ops = [], []
                 for j in range(i + 2):
                     stride = 2 if kind == "reduce" and j < 2 else 1
-                    mixed = shared_mixed_op(
-                        owners, edge_block(kind, i, j), name,
-                        lambda op_name, s=stride: [candidate(op, channels, s, f"{op_name}_{op}")
-                                                   for op in DARTS_OPS],
-                        rule, list(DARTS_OPS))
-                    y, weights[mixed.name] = mixed(states[j])
+                    if share and carries:
+                        if j not in shared:
+                            shared[j] = [candidate(op, width, stride, f"{name}_in{j}_{op}")(
+                                source(j)) for op in DARTS_OPS]
+                        make, x = (lambda op_name: [PickInput(k, name=f"{op_name}_{op}")
+                                                    for k, op in enumerate(DARTS_OPS)],
+                                   shared[j])
+                    else:
+                        make, x = (lambda op_name, s=stride: [
+                            candidate(op, width, s, f"{op_name}_{op}") for op in DARTS_OPS],
+                            source(j))
+                    mixed = shared_mixed_op(owners, edge_block(kind, i, j), name, make,
+                                            cell_rule, list(DARTS_OPS))
+                    y, weights[mixed.name] = mixed(x)
                     terms.append(y)
-                states.append(keras.layers.Add(name=f"{name}_n{i}_add")(terms))
+                    edge_ops.append(mixed)
+                if derived and not carries:  # DARTS's rule: the node keeps two edges
+                    node = StrongestEdges(edge_ops, name=f"{name}_n{i}_strongest")(terms)
+                else:
+                    node = keras.layers.Add(name=f"{name}_n{i}_add")(terms)
+                if r > 1:
+                    node = apply_op(node, "nor_conv_1x1", channels, 1, f"{name}_expand{i}",
+                                    affine=False)
+                states.append(node)
             return states[2:]
 
         inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
