@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_trains_and_exports
 from tfnas import SearchModel
 from tfnas.architecture import Architecture
-from tfnas.costs import count_parameters
+from tfnas.costs import COSTS, count_parameters
 from tfnas.layers.cell_ops import DARTS_OPS
 from tfnas.spaces import SearchSpaceError, get_space
 from tfnas.spaces.darts import DARTS_V2, choices_genotype, genotype_choices
@@ -26,6 +26,15 @@ def test_darts_v2_evaluation_network_has_the_original_codes_parameter_count():
                                              "architectures", "darts_v2.json"))
     assert shipped.choices == genotype_choices(DARTS_V2)
     assert shipped.parameters == 3_349_342
+    # Searched at C = 16 and 8 cells, built and costed at the evaluation size.
+    space = get_space("darts", {"evaluation": {"filters": 36, "cells": 20}})
+    assert COSTS.get("parameters", space=space).of_choices(genotype_choices(DARTS_V2)) == \
+        3_349_342
+    cells = {layer.name.split("_")[0] for layer in space.build_supernet().layers
+             if layer.name.startswith("cell")}
+    assert cells == {f"cell{k}" for k in range(8)}
+    with pytest.raises(SearchSpaceError, match="evaluation is null or"):
+        get_space("darts", {"evaluation": {"filters": 36}})
 
 
 def test_genotypes_convert_both_ways_and_bad_genotypes_say_what_is_wrong():

@@ -128,8 +128,11 @@ class DartsSpace(SearchSpace):
     """DARTS's space: a normal and a reduction cell of `nodes` nodes, `cells` cells.
 
     The search network of the paper is `filters=16, cells=8`; its evaluation
-    network `filters=36, cells=20`. Models take float images in [0, 255] and
-    normalize them inside.
+    network `filters=36, cells=20`. `build_model` makes a network of `filters`
+    and `cells`, or of `evaluation` = `{"filters": 36, "cells": 20}` when given:
+    then the searched architecture is built, and its cost counted, at the size
+    it is deployed at, while the search runs at `filters` and `cells`. Models
+    take float images in [0, 255] and normalize them inside.
 
     Example:
 
@@ -142,7 +145,11 @@ class DartsSpace(SearchSpace):
     defaults = {"num_classes": 10, "input_shape": [32, 32, 3], "filters": 16, "cells": 8,
                 "nodes": 4, "stem_multiplier": 3, "mean": CIFAR_MEAN, "std": CIFAR_STD,
                 # DCA-NAS's savers (search network only; see build_supernet)
-                "bottleneck": 1, "share_source_ops": False, "derived_cells": False}
+                "bottleneck": 1, "share_source_ops": False, "derived_cells": False,
+                # {"filters", "cells"} of the evaluation network that build_model makes and
+                # costs count (DCA-NAS's budget is the deployed network's), when they are not
+                # the search network's
+                "evaluation": None}
     costs_on_derived_models = True  # the search network's BatchNorms have no parameters
 
     def __init__(self, **config):
@@ -159,13 +166,22 @@ class DartsSpace(SearchSpace):
                 "into an even width (the ops run at filters/bottleneck channels, and a "
                 "factorized reduction splits them in halves); choose a divisor of "
                 f"{c['filters'] // 2}.")
-        if c["cells"] < 3:
-            raise SearchSpaceError(f"{self.name}: cells={c['cells']}: a DARTS network has "
-                                   "reduction cells at 1/3 and 2/3 of its depth and needs at "
-                                   "least 3 cells.")
-        if c["filters"] % 2:
-            raise SearchSpaceError(f"{self.name}: filters={c['filters']} must be even: a "
-                                   "factorized reduction splits channels in halves.")
+        evaluation = c["evaluation"]
+        if evaluation is not None:
+            if not (isinstance(evaluation, dict) and set(evaluation) == {"filters", "cells"}
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                            for v in evaluation.values())):
+                raise SearchSpaceError(f"{self.name}: evaluation is null or "
+                                       "{\"filters\": F, \"cells\": N} with positive "
+                                       f"integers, got {evaluation!r}.")
+        for size in (c, evaluation or c):
+            if size["cells"] < 3:
+                raise SearchSpaceError(f"{self.name}: cells={size['cells']}: a DARTS network "
+                                       "has reduction cells at 1/3 and 2/3 of its depth and "
+                                       "needs at least 3 cells.")
+            if size["filters"] % 2:
+                raise SearchSpaceError(f"{self.name}: filters={size['filters']} must be even: "
+                                       "a factorized reduction splits channels in halves.")
 
     def blocks(self):
         return [edge_block(kind, i, j) for kind in KINDS for i in range(self.config["nodes"])
@@ -205,20 +221,19 @@ class DartsSpace(SearchSpace):
         return choices_genotype(choices, self.config["nodes"])
 
     # -- layers -----------------------------------------------------------------------------
-    def _cells(self):
-        """`(kind, index)` of every cell, in order."""
-        n = self.config["cells"]
+    def _cells(self, n):
+        """`(kind, index)` of every cell of a network of `n` cells, in order."""
         for k in range(n):
             yield ("reduce" if k in (n // 3, 2 * n // 3) else "normal"), k
 
-    def _network(self, cell, inputs, affine):
+    def _network(self, cell, inputs, affine, filters, cells):
         c, L = self.config, keras.layers
         x = normalize(inputs, c)
-        x = L.Conv2D(c["stem_multiplier"] * c["filters"], 3, padding="same", use_bias=False,
+        x = L.Conv2D(c["stem_multiplier"] * filters, 3, padding="same", use_bias=False,
                      name="stem_conv")(x)
         x = L.BatchNormalization(name="stem_bn", **BN)(x)
-        states, channels, reduced_before = [x, x], c["filters"], False
-        for kind, k in self._cells():
+        states, channels, reduced_before = [x, x], filters, False
+        for kind, k in self._cells(cells):
             if kind == "reduce":
                 channels *= 2
             name = f"cell{k}"
@@ -260,7 +275,9 @@ class DartsSpace(SearchSpace):
             return states[2:]
 
         inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        return keras.Model(inputs, self._network(cell, inputs, affine=True),
+        size = self.config["evaluation"] or self.config
+        return keras.Model(inputs, self._network(cell, inputs, True, size["filters"],
+                                                 size["cells"]),
                            name=name or self.name)
 
     def build_supernet(self, mixing="softmax"):
@@ -334,7 +351,8 @@ class DartsSpace(SearchSpace):
             return states[2:]
 
         inputs = keras.Input(tuple(self.config["input_shape"]), name="images")
-        logits = self._network(cell, inputs, affine=False)
+        logits = self._network(cell, inputs, False, self.config["filters"],
+                               self.config["cells"])
         return keras.Model(inputs, (logits, weights), name=f"{self.name}_supernet")
 
     def inherit_weights(self, model, supernet, choices):
