@@ -181,3 +181,7 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
                 "--run_dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "sweeps search.penalty.budget" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "bad")
+    small = tfnas("search", "--config", recipe, "--set", "search.penalty.budget=100",
+                  "--run_dir", str(tmp_path / "small"))
+    assert small.returncode == 2 and "below the smallest network of the space" in small.stderr
+    assert not os.path.exists(tmp_path / "small")  # checked before anything is written

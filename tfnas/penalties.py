@@ -39,6 +39,10 @@ class Penalty:
         """`{name: variable}` that a search logs every step; default none."""
         return {}
 
+    # Whether `check_cost` checks anything: a search then builds its cost model (and a
+    # supernet, where the cost is counted on one) before it writes anything, to check it.
+    checks_cost = False
+
     def check_cost(self, cost, smallest):
         """Raises `ConfigError` if the penalty cannot work with `cost`, whose cheapest
         derivable architecture costs `smallest` (a budget no network of the space meets);
@@ -212,6 +216,7 @@ class LagrangianPenalty(Penalty):
 
     name = "lagrangian"
     BOUNDS = ("budget", "derived")
+    checks_cost = True
 
     def __init__(self, budget, rate=0.1, initial=0.0, normalize=True, bound="budget",
                  tolerance=None, track_every=10):

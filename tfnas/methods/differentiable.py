@@ -93,6 +93,15 @@ class DifferentiableSearch(SupernetMethod):
             from tfnas.deploy.latency import load_table  # pylint: disable=import-outside-toplevel
 
             load_table(arguments["table"])
+        if self.penalty.checks_cost:  # a budget no network meets is an input error too
+            self.check_cost(self.penalty)
+
+    def check_cost(self, penalty, supernet=None):
+        """The cost model of the search, checked by `penalty` against the space."""
+        cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
+                        supernet=supernet)
+        prefixed("search.penalty", penalty.check_cost, cost, self.space.cheapest(cost))
+        return cost
 
     def mixing_rule(self):
         return mixing_rules.get(self.section["mixing"], seed=self.config["seed"])
@@ -102,11 +111,8 @@ class DifferentiableSearch(SupernetMethod):
 
     def build_search_model(self):
         supernet = self.build_supernet()
-        cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
-                         supernet=supernet)
         penalty = penalties.get(self.section["penalty"])
-        prefixed("search.penalty", penalty.check_cost, cost, self.space.cheapest(cost))
-        return SearchModel(supernet, cost=cost, penalty=penalty)
+        return SearchModel(supernet, cost=self.check_cost(penalty, supernet), penalty=penalty)
 
     def search(self, run, verbose=2):
         s, prepared = self.section, self.prepared
