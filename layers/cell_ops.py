@@ -7,6 +7,7 @@ name suffixes, so weights move between the two by name.
 """
 
 import keras
+from keras import ops
 
 from tfnas.layers.min_pooling import MinPooling2D
 
@@ -218,6 +219,68 @@ class PickInput(keras.layers.Layer):
         if config.get("layer") is not None:
             config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfnas")
+class DropPath(keras.layers.Layer):
+    """DARTS's drop-path: in training, each sample's path is zeroed with probability
+    `rate` and kept ones are scaled by 1 / (1 - rate); at inference it is the identity
+    (nothing reaches a SavedModel or TFLite graph). `rate` is a variable that
+    `DropPathSchedule` raises linearly to `maximum` over training, as DARTS's
+    `drop_path_prob * epoch / epochs`.
+
+    Example:
+
+    >>> layer = DropPath(maximum=0.2)
+    >>> float(keras.ops.sum(layer(keras.ops.ones((1, 2, 2, 1)))))  # inference: identity
+    4.0
+    """
+
+    def __init__(self, maximum=0.2, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.maximum = float(maximum)
+        if not 0 <= self.maximum < 1:
+            raise ValueError(f"{self.name}: maximum is a probability below 1, got {maximum}.")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        self.rate = self.add_weight(name="rate", shape=(), initializer="zeros",
+                                    trainable=False)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        keep = 1.0 - ops.cast(self.rate, inputs.dtype)
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator,
+                                                     dtype=inputs.dtype))
+        return inputs / keep * mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "maximum": self.maximum, "seed": self.seed}
+
+
+class DropPathSchedule(keras.callbacks.Callback):
+    """Sets every `DropPath` layer's rate to `maximum * epoch / epochs` at the start of each
+    epoch (DARTS's schedule)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = max(1, int(epochs))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for layer in drop_path_layers(self.model):
+            layer.rate.assign(layer.maximum * epoch / self.epochs)
+
+
+def drop_path_layers(model):
+    """The `DropPath` layers of a (possibly nested) model."""
+    return [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+            if isinstance(layer, DropPath)]
 
 
 @keras.saving.register_keras_serializable(package="tfnas")

@@ -36,6 +36,11 @@ DEFAULTS = {
         "inherit": True,         # start from what the search learned (the method's `inherit`)
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
+        # DARTS's evaluation-network regularizers, where the space has them
+        # (SearchSpace.training_model): the largest drop-path probability, reached
+        # linearly over training, and the auxiliary head's loss weight; 0 turns them off
+        "drop_path": 0.0,
+        "auxiliary_weight": 0.0,
     },
     "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                            "tflite_int8", "tflite_int8_qat"],
@@ -172,7 +177,9 @@ SCHEMA = _object({
     }),
     "space": _object({"name": {"type": ["string", "null"]}, "config": _OPEN}),
     "search": _OPEN,
-    "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN}),
+    "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN,
+                      "drop_path": _number(minimum=0, exclusive_maximum=1),
+                      "auxiliary_weight": _number(minimum=0)}),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
         "calibration_images": _integer(1),

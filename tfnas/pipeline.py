@@ -15,11 +15,12 @@ from tfnas import data as data_lib
 from tfnas.architecture import Architecture, ArchitectureError, count_parameters
 from tfnas.backup import TrainingBackup
 from tfnas.builder import build_model
+from tfnas.layers.cell_ops import DropPathSchedule, drop_path_layers
 from tfnas.config import ConfigError
 from tfnas.deploy.report import count_macs, rows_from_summary, write_report
 from tfnas.methods import get_method
 from tfnas.optimizers import make_optimizer
-from tfnas.spaces import get_space
+from tfnas.spaces import SearchSpace, get_space
 
 
 class Prepared:
@@ -90,7 +91,14 @@ def prepare(config):
     except ConfigError as err:
         raise ConfigError(f"train.optimizer: {err}") from None
     splits = load_data(config)
-    return Prepared(config, splits, _space(config, splits))
+    prepared = Prepared(config, splits, _space(config, splits))
+    tr = config["train"]
+    if (tr["drop_path"] or tr["auxiliary_weight"]) and \
+            type(prepared.space).training_model is SearchSpace.training_model:
+        raise ConfigError(f"train.drop_path and train.auxiliary_weight need a space that "
+                          f"builds them (SearchSpace.training_model); "
+                          f"{prepared.space.name!r} does not. Set them to 0.")
+    return prepared
 
 
 def check_architecture(architecture, prepared):
@@ -160,25 +168,31 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
     prepared = prepared or prepare(config)
     tr = config["train"]
     check_architecture(architecture, prepared)
-    model = build_model(architecture)
+    model, trainer, batches = _training_model(architecture, tr, prepared)
     inherited = tr["inherit"] and prepared.method.inherit(searched, architecture, model)
     steps = prepared.steps("full_train")
-    model.compile(optimizer=make_optimizer(tr["optimizer"], tr["epochs"] * steps),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = make_optimizer(tr["optimizer"], tr["epochs"] * steps)
+    if trainer is model:
+        model.compile(optimizer=optimizer, loss=ce, metrics=["accuracy"])
+    else:  # the auxiliary head's loss joins the model's, weighted
+        trainer.compile(optimizer=optimizer, loss=[ce, ce],
+                        loss_weights=[1.0, tr["auxiliary_weight"]], metrics=[["accuracy"], []])
+        model.compile(loss=ce, metrics=["accuracy"])
     history = run.file("logs", "train_history.csv")
     backup = TrainingBackup(run.file("checkpoints", "train"), csv_logs={history: 0})
+    callbacks = [keras.callbacks.CSVLogger(history, append=True), backup]
+    if drop_path_layers(model):
+        callbacks.insert(0, DropPathSchedule(tr["epochs"]))
     print(f"== train: {tr['epochs']} epochs on {prepared.splits.sizes['full_train']} images, "
           f"{'from the search' if inherited else 'from scratch'}")
-    initial_epoch = backup.restore(model)
+    initial_epoch = backup.restore(trainer)
     if initial_epoch:
         print(f"Resuming {run.path}: the training continues from epoch {initial_epoch + 1}.")
     if tr["epochs"] > initial_epoch:
-        model.fit(data_lib.epochs(lambda e: prepared.batches("full_train", True, e),
-                                  initial_epoch, tr["epochs"]),
-                  epochs=tr["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  callbacks=[keras.callbacks.CSVLogger(history, append=True), backup],
-                  shuffle=False, verbose=verbose)
+        trainer.fit(data_lib.epochs(batches, initial_epoch, tr["epochs"]),
+                    epochs=tr["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps,
+                    callbacks=callbacks, shuffle=False, verbose=verbose)
     result = model.evaluate(prepared.batches("test", False), return_dict=True, verbose=0)
     path = run.file("models", "model.keras")
     model.save(path)
@@ -188,6 +202,23 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
     run.finish_stage("train")
     backup.discard()
     return model, summary
+
+
+def _training_model(architecture, train_config, prepared):
+    """`(model, trainer, batches)`: the model to save, the model `fit` trains (the model
+    with its auxiliary head's output, if the space builds one) and its epoch's batches."""
+    drop_path, auxiliary_weight = train_config["drop_path"], train_config["auxiliary_weight"]
+    if not (drop_path or auxiliary_weight):
+        model = build_model(architecture)
+        return model, model, lambda e: prepared.batches("full_train", True, e)
+    model, auxiliary = architecture.search_space().training_model(
+        architecture.choices, drop_path=drop_path, auxiliary_weight=auxiliary_weight)
+    if auxiliary is None:
+        return model, model, lambda e: prepared.batches("full_train", True, e)
+    trainer = keras.Model(model.inputs, [model.outputs[0], auxiliary],
+                          name=f"{model.name}_with_auxiliary_head")
+    return model, trainer, lambda e: prepared.batches("full_train", True, e).map(
+        lambda x, y: (x, (y, y)))
 
 
 def export(config, run, model, verbose=True, prepared=None):

@@ -8,10 +8,11 @@ def integer(minimum=None, nullable=False):
     return spec
 
 
-def number(exclusive_minimum=None, maximum=None, exclusive_maximum=None, nullable=False):
+def number(exclusive_minimum=None, maximum=None, exclusive_maximum=None, nullable=False,
+           minimum=None):
     spec = {"type": ["number", "null"] if nullable else "number"}
     for key, value in (("exclusiveMinimum", exclusive_minimum), ("maximum", maximum),
-                       ("exclusiveMaximum", exclusive_maximum)):
+                       ("exclusiveMaximum", exclusive_maximum), ("minimum", minimum)):
         if value is not None:
             spec[key] = value
     return spec

@@ -126,6 +126,19 @@ class SearchSpace:
         """
         raise NotImplementedError
 
+    def training_model(self, choices, drop_path=0.0, auxiliary_weight=0.0):
+        """`(model, auxiliary)` to train architecture `choices` with regularizers that only
+        training uses: `model` is `build_model`'s network, with drop-path layers
+        (`tfnas.layers.cell_ops.DropPath`, identity at inference) where `drop_path > 0`;
+        `auxiliary` is None or the logits of an auxiliary head on an inner tensor of
+        `model`, weighted `auxiliary_weight` in the training loss. The default builds
+        neither and refuses to be asked for them."""
+        if drop_path or auxiliary_weight:
+            raise SearchSpaceError(f"Search space {self.name!r} has no drop-path or auxiliary "
+                                   "head; set train.drop_path and train.auxiliary_weight to "
+                                   "0.")
+        return self.build_model(choices), None
+
     def derive(self, probabilities, cost=None, limits=None):
         """`{block: choice}` from `{block: probabilities over candidates(block)}`.
 
