@@ -34,6 +34,23 @@ def test_paper_recipes_carry_the_reference_settings():
     assert c100["space"]["config"]["num_classes"] == 100
 
 
+def test_dca_paper_recipes_carry_the_reference_settings():
+    root = os.path.dirname(CONFIGS[0])
+    search = load_config(os.path.join(root, "darts_dca_cifar10_search.json"))
+    s = search["search"]
+    assert (search["data"]["batch_size"], s["epochs"]) == (512, 50)
+    assert s["optimizer"]["learning_rate"] == 0.2 and s["optimizer"]["weight_decay"] == 3e-4
+    assert (s["arch_optimizer"]["learning_rate"], s["arch_optimizer"]["beta_1"],
+            s["arch_optimizer"]["weight_decay"]) == (6e-4, 0.5, 1e-3)
+    assert search["space"]["config"]["evaluation"] == {"filters": 36, "cells": 20}
+    assert s["penalty"]["budget"] == 3_500_000
+    train = load_config(os.path.join(root, "darts_dca_cifar10_train.json"))
+    t = train["train"]
+    assert (train["data"]["batch_size"], t["epochs"], t["drop_path"]) == (96, 600, 0.2)
+    assert t["optimizer"]["learning_rate"] == 0.025 and t["optimizer"]["global_clipnorm"] == 5
+    assert train["space"] == search["space"]  # the searched architecture's space
+
+
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"search": {"epocs": 3}}))

@@ -160,3 +160,49 @@ def test_dca_savers_share_ops_per_source_bottleneck_them_and_derive_the_other_ce
         get_space("darts", {**config, "bottleneck": 3})
     with pytest.raises(SearchSpaceError, match="derived_cells is true or false"):
         get_space("darts", {**config, "derived_cells": 1})
+
+
+def test_evaluation_network_trains_with_drop_path_and_the_auxiliary_head(tmp_path):
+    import keras
+
+    from tfnas import pipeline
+    from tfnas.architecture import from_choices
+    from tfnas.config import load_config
+    from tfnas.errors import ConfigError
+    from tfnas.layers.cell_ops import DropPath
+    from tfnas.run_dir import RunDirectory
+
+    # The original code's NetworkCIFAR(36, 10, 20, auxiliary=True, DARTS_V2): its head adds
+    # 476,426 parameters (1x1 conv 576 -> 128, BN, 2x2 conv 128 -> 768, BN, linear 768 -> 10).
+    paper = get_space("darts", {"filters": 36, "cells": 20})
+    model, auxiliary = paper.training_model(genotype_choices(DARTS_V2), drop_path=0.2,
+                                            auxiliary_weight=0.4)
+    assert count_parameters(model) == 3_349_342
+    assert count_parameters(keras.Model(model.inputs, [model.outputs[0], auxiliary])) == \
+        3_825_768
+    # Drop-path after every op but the identity: 6 of the normal cell's 8 ops, 5 of the
+    # reduction cell's (its skip_connects from node 2 run at stride 1).
+    drops = [layer for layer in model.layers if isinstance(layer, DropPath)]
+    assert len(drops) == 18 * 6 + 2 * 5
+    config = load_config(overrides=[
+        'space={"name": "darts", "config": {"filters": 4, "cells": 3}}',
+        "data.limit=64", "data.batch_size=32", "train.epochs=2", "train.inherit=false",
+        "train.drop_path=0.2", "train.auxiliary_weight=0.4"])
+    prepared = pipeline.prepare(config)
+    arch = from_choices(prepared.space, genotype_choices(DARTS_V2))
+    run = RunDirectory(str(tmp_path / "train"))
+    model, summary = pipeline.train(config, run, arch, verbose=0, prepared=prepared)
+    with open(run.file("logs", "train_history.csv"), encoding="utf-8") as f:
+        header = f.readline()
+    assert "loss" in header and header.count("loss") >= 3  # total, main and auxiliary
+    rates = {float(layer.rate.numpy()) for layer in model.layers if isinstance(layer, DropPath)}
+    assert len(rates) == 1 and rates.pop() == pytest.approx(0.1)  # 0.2 * epoch 1 of 2
+    assert 0 <= summary["test_accuracy"] <= 1
+    loaded = keras.saving.load_model(summary["keras_model"])
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+    small = get_space("darts", {"filters": 4, "cells": 3, "input_shape": [16, 16, 3]})
+    dropped, _ = small.training_model(genotype_choices(DARTS_V2), drop_path=0.2)
+    assert_trains_and_exports(dropped, tmp_path, {"CONCATENATION"})  # identity at inference
+    with pytest.raises(ConfigError, match="train.drop_path and train.auxiliary_weight need"):
+        pipeline.prepare(load_config(overrides=["train.drop_path=0.1"]))

@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from tfnas.layers import mixing as mixing_rules
-from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, PickInput, Zero, apply_op,
+from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, DropPath, PickInput, Zero, apply_op,
                                    factorized_reduce, factorized_reduce_layers)
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, log_probability, register_space
 from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
@@ -253,6 +253,28 @@ class DartsSpace(SearchSpace):
     def build_model(self, choices, name=None, layer_set=None, fold_batch_norms=False):
         keras3_only(self, layer_set)
         del fold_batch_norms  # folding is deploy's (tfnas.deploy.quantize / lowering)
+        return self._evaluation_network(choices, name)
+
+    def training_model(self, choices, drop_path=0.0, auxiliary_weight=0.0):
+        """DARTS's evaluation network in training (`cnn/model.py`): drop-path after every
+        op but the identity, and the auxiliary head (`AuxiliaryHeadCIFAR`: ReLU, 5x5
+        average pooling at stride 3, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN,
+        ReLU, linear) on the output of the cell at 2/3 of the depth."""
+        model = self._evaluation_network(choices, None, drop_path)
+        if not auxiliary_weight:
+            return model, None
+        size = self.config["evaluation"] or self.config
+        L, at = keras.layers, 2 * size["cells"] // 3
+        x = L.ReLU(name="aux_relu0")(model.get_layer(f"cell{at}_concat").output)
+        x = L.AveragePooling2D(5, strides=3, name="aux_pool")(x)
+        for k, (filters, kernel) in enumerate(((128, 1), (768, 2))):
+            x = L.Conv2D(filters, kernel, use_bias=False, name=f"aux_conv{k}")(x)
+            x = L.BatchNormalization(name=f"aux_bn{k}", **BN)(x)
+            x = L.ReLU(name=f"aux_relu{k + 1}")(x)
+        x = L.Flatten(name="aux_flatten")(x)
+        return model, L.Dense(self.config["num_classes"], name="aux_classifier")(x)
+
+    def _evaluation_network(self, choices, name, drop_path=0.0):
         self.validate_choices(choices)
         L = keras.layers
 
@@ -265,8 +287,11 @@ class DartsSpace(SearchSpace):
                     if op == "none":
                         continue
                     stride = 2 if kind == "reduce" and j < 2 else 1
-                    terms.append(apply_op(states[j], op, channels, stride,
-                                          f"{name}_{edge_block(kind, i, j)}_{op}"))
+                    layer_name = f"{name}_{edge_block(kind, i, j)}_{op}"
+                    y = apply_op(states[j], op, channels, stride, layer_name)
+                    if drop_path and not (op == "skip_connect" and stride == 1):
+                        y = DropPath(drop_path, name=f"{layer_name}_drop")(y)
+                    terms.append(y)
                 if not terms:  # every input edge is none
                     terms = [Zero(2 if kind == "reduce" else 1,
                                   name=f"{name}_n{i}_zero")(states[1])]
