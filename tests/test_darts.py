@@ -26,13 +26,15 @@ def test_darts_v2_evaluation_network_has_the_original_codes_parameter_count():
                                              "architectures", "darts_v2.json"))
     assert shipped.choices == genotype_choices(DARTS_V2)
     assert shipped.parameters == 3_349_342
-    # Searched at C = 16 and 8 cells, built and costed at the evaluation size.
-    space = get_space("darts", {"evaluation": {"filters": 36, "cells": 20}})
+    # Searched at one size, built and costed at the evaluation size.
+    space = get_space("darts", {"filters": 4, "cells": 3,
+                                "evaluation": {"filters": 8, "cells": 5}})
+    evaluation = get_space("darts", {"filters": 8, "cells": 5})
     assert COSTS.get("parameters", space=space).of_choices(genotype_choices(DARTS_V2)) == \
-        3_349_342
+        count_parameters(evaluation.build_model(genotype_choices(DARTS_V2)))
     cells = {layer.name.split("_")[0] for layer in space.build_supernet().layers
              if layer.name.startswith("cell")}
-    assert cells == {f"cell{k}" for k in range(8)}
+    assert cells == {f"cell{k}" for k in range(3)}
     with pytest.raises(SearchSpaceError, match="evaluation is null or"):
         get_space("darts", {"evaluation": {"filters": 36}})
 
