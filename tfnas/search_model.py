@@ -241,9 +241,11 @@ class SearchModel(keras.Model):
         return derive(self.supernet, space, metadata,
                       cost=self.cost if limits is not None else None, limits=limits)
 
-    def derived_cost(self, space, limits=None):
-        """The cost of the architecture `derive_architecture` would give now."""
-        choices = space.derive(self.probabilities(), cost=self.cost, limits=limits)
+    def derived_cost(self, space, choices=None):
+        """The cost of architecture `choices` of `space`, by default of the one `space`
+        derives from the current probabilities."""
+        if choices is None:
+            choices = space.derive(self.probabilities())
         return self.cost.of_choices(space.effective_choices(choices))
 
     def probabilities(self):

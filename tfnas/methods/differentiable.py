@@ -93,13 +93,16 @@ class DifferentiableSearch(SupernetMethod):
             from tfnas.deploy.latency import load_table  # pylint: disable=import-outside-toplevel
 
             load_table(arguments["table"])
-        if self.penalty.checks_cost:  # a budget no network meets is an input error too
-            self.check_cost(self.penalty)
+        # A budget no network meets is an input error too; the cost built to check it is
+        # the search's (costs counted on derived models are slow to build twice).
+        self._cost = None
+        if self.penalty.checks_cost:
+            self._cost = self.check_cost(self.penalty)
 
     def check_cost(self, penalty, supernet=None):
         """The cost model of the search, checked by `penalty` against the space."""
-        cost = prefixed("search.cost", COSTS.get, self.section["cost"], space=self.space,
-                        supernet=supernet)
+        cost = self._cost or prefixed("search.cost", COSTS.get, self.section["cost"],
+                                      space=self.space, supernet=supernet)
         prefixed("search.penalty", penalty.check_cost, cost, self.space.cheapest(cost))
         return cost
 
@@ -156,13 +159,14 @@ class DifferentiableSearch(SupernetMethod):
         model.fit(data_lib.epochs(epoch_batches, initial_epoch, max(last, initial_epoch + 1)),
                   warmup_epochs=s["warmup_epochs"], epochs=last, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
-        limits = model.penalty.derivation_limits()
-        arch = model.derive_architecture(self.space, limits=limits, metadata={
-            "method": self.name, "search_seconds": round(backup.elapsed(), 1),
-            "dataset": self.config["data"]["dataset"], "epochs": s["epochs"],
-            "penalty": model.penalty.get_config(), "expected_cost": model.expected_cost(),
-            "derived_cost": model.derived_cost(self.space, limits), "cost_unit": model.cost.unit,
-            "converged_epoch": stop.stopped_epoch if stop else None})
+        arch = model.derive_architecture(
+            self.space, limits=model.penalty.derivation_limits(), metadata={
+                "method": self.name, "search_seconds": round(backup.elapsed(), 1),
+                "dataset": self.config["data"]["dataset"], "epochs": s["epochs"],
+                "penalty": model.penalty.get_config(), "expected_cost": model.expected_cost(),
+                "cost_unit": model.cost.unit,
+                "converged_epoch": stop.stopped_epoch if stop else None})
+        arch.metadata["derived_cost"] = model.derived_cost(self.space, arch.choices)
         model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"),
                                     overwrite=True)
         backup.discard()
