@@ -92,10 +92,6 @@ class BinaryGateMixing(MixingRule):
                                           initializer="zeros", trainable=False)
         return state
 
-    def executed(self, state, num_candidates):
-        """Which candidates ran in the last weight step, as a boolean vector."""
-        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
-
     def combine(self, logits, candidates, inputs, training=None, state=None):
         probs = ops.softmax(logits)
 

@@ -48,9 +48,6 @@ class ChosenPathMixing(MixingRule):
         return {"executed": op.add_weight(name="chosen_path", shape=(), dtype="int32",
                                           initializer="zeros", trainable=False)}
 
-    def executed(self, state, num_candidates):
-        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
-
     def mixing_weights(self, logits, training=None):
         return ops.softmax(logits)
 

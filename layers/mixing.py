@@ -80,9 +80,10 @@ class MixingRule(keras.layers.Layer):
         return None
 
     def executed(self, state, num_candidates):
-        """Which candidates ran in the last weight step (bool vector); rules that run
-        only some set `partial_execution` and implement this."""
-        raise NotImplementedError
+        """Which candidates ran in the last weight step (bool vector), for rules that run
+        only some (`partial_execution`). Default: the one whose index the rule's state
+        keeps in `state["executed"]`."""
+        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
 
     def architecture_step(self):
         """Context entered while the architecture step is traced (see `BinaryGateMixing`)."""
@@ -159,9 +160,6 @@ class ArgmaxMixing(MixingRule):
     def build_state(self, op):
         return {"executed": op.add_weight(name="argmax_path", shape=(), dtype="int32",
                                           initializer="zeros", trainable=False)}
-
-    def executed(self, state, num_candidates):
-        return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
 
     def chosen(self, logits):
         """The index of the most probable candidate that is not excluded."""
