@@ -102,3 +102,51 @@ def test_training_batches_are_a_function_of_seed_and_epoch():
     for (x, y), (x2, y2) in zip(streamed[3:], first):
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, y2)
+
+
+def test_cutout_blanks_one_clipped_square_per_image_like_the_original_code():
+    images = np.full((64, 32, 32, 3), 200, np.uint8)
+    train = tf.data.Dataset.from_tensor_slices((images, np.zeros(64, np.int64)))
+    fill = (1.0, 2.0, 3.0)
+
+    def batch(seed):
+        return next(iter(data_lib.pipeline(train, 64, training=True, seed=seed, epoch=0,
+                                           cutout=16, cutout_fill=fill)))[0].numpy()
+
+    x = batch(0)
+    sides = []
+    for image in x:
+        blank = np.all(image == fill, axis=-1)
+        rows, cols = np.flatnonzero(blank.any(1)), np.flatnonzero(blank.any(0))
+        # One axis-aligned square [c - 8, c + 8) clipped at the borders: its sides run
+        # from 8 (a center on the border) to 16, and it is filled entirely.
+        assert 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16
+        assert blank.sum() == len(rows) * len(cols)
+        assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+        if len(rows) < 16:
+            assert rows[0] == 0 or rows[-1] == 31
+        sides.append((len(rows), len(cols)))
+    assert (16, 16) in sides and len(set(sides)) > 1
+    np.testing.assert_array_equal(x, batch(0))
+    assert not np.array_equal(x, batch(1))
+    plain = next(iter(data_lib.pipeline(train, 64, training=True, seed=0, epoch=0)))[0]
+    assert not np.any(np.all(plain.numpy() == fill, axis=-1))
+
+
+def test_cutout_reaches_the_retraining_batches_only_with_augmentation():
+    from tfnas import pipeline
+    from tfnas.architecture import from_choices
+    from tfnas.config import load_config
+    from tfnas.errors import ConfigError
+
+    config = load_config(overrides=["data.limit=32", "data.batch_size=32", "train.cutout=16"])
+    prepared = pipeline.prepare(config)
+    arch = from_choices(prepared.space, {b: 4 for b in prepared.space.blocks()})
+    _, _, batches = pipeline._training_model(arch, config["train"], prepared)  # pylint: disable=protected-access
+    x = next(iter(batches(0)))[0].numpy()
+    fill = np.float32(data_lib.CUTOUT_FILL)
+    assert np.all(np.any(np.all(x == fill, axis=-1), axis=(1, 2)))
+    searched = next(iter(prepared.batches("train", True, 0)))[0].numpy()
+    assert not np.any(np.all(searched == fill, axis=-1))
+    with pytest.raises(ConfigError, match="train.cutout augments .* data.augment is false"):
+        pipeline.prepare(load_config(overrides=["train.cutout=16", "data.augment=false"]))

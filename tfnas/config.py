@@ -41,6 +41,9 @@ DEFAULTS = {
         # linearly over training, and the auxiliary head's loss weight; 0 turns them off
         "drop_path": 0.0,
         "auxiliary_weight": 0.0,
+        # Cutout's square side in pixels on the retraining batches (DARTS: 16); 0: off.
+        # Needs data.augment.
+        "cutout": 0,
     },
     "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                            "tflite_int8", "tflite_int8_qat"],
@@ -179,7 +182,7 @@ SCHEMA = _object({
     "search": _OPEN,
     "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN,
                       "drop_path": _number(minimum=0, exclusive_maximum=1),
-                      "auxiliary_weight": _number(minimum=0)}),
+                      "auxiliary_weight": _number(minimum=0), "cutout": _integer(0)}),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
         "calibration_images": _integer(1),

@@ -36,12 +36,12 @@ class Prepared:
         self.config, self.splits, self.space = config, splits, space
         self.method = get_method(config, self)
 
-    def batches(self, split, training, epoch=None):
+    def batches(self, split, training, epoch=None, cutout=0):
         d = self.config["data"]
         return data_lib.pipeline(getattr(self.splits, split), d["batch_size"],
                                  training=training, augment=d["augment"],
                                  image_size=d["image_size"], seed=self.config["seed"],
-                                 epoch=epoch)
+                                 epoch=epoch, cutout=cutout)
 
     def steps(self, split):
         return _steps(self.splits.sizes[split], self.config["data"]["batch_size"])
@@ -98,6 +98,9 @@ def prepare(config):
         raise ConfigError(f"train.drop_path and train.auxiliary_weight need a space that "
                           f"builds them (SearchSpace.training_model); "
                           f"{prepared.space.name!r} does not. Set them to 0.")
+    if tr["cutout"] and not config["data"]["augment"]:
+        raise ConfigError("train.cutout augments the retraining batches, and data.augment is "
+                          "false; set data.augment to true or train.cutout to 0.")
     return prepared
 
 
@@ -208,17 +211,18 @@ def _training_model(architecture, train_config, prepared):
     """`(model, trainer, batches)`: the model to save, the model `fit` trains (the model
     with its auxiliary head's output, if the space builds one) and its epoch's batches."""
     drop_path, auxiliary_weight = train_config["drop_path"], train_config["auxiliary_weight"]
+    batches = lambda e: prepared.batches("full_train", True, e,  # noqa: E731
+                                         cutout=train_config["cutout"])
     if not (drop_path or auxiliary_weight):
         model = build_model(architecture)
-        return model, model, lambda e: prepared.batches("full_train", True, e)
+        return model, model, batches
     model, auxiliary = architecture.search_space().training_model(
         architecture.choices, drop_path=drop_path, auxiliary_weight=auxiliary_weight)
     if auxiliary is None:
-        return model, model, lambda e: prepared.batches("full_train", True, e)
+        return model, model, batches
     trainer = keras.Model(model.inputs, [model.outputs[0], auxiliary],
                           name=f"{model.name}_with_auxiliary_head")
-    return model, trainer, lambda e: prepared.batches("full_train", True, e).map(
-        lambda x, y: (x, (y, y)))
+    return model, trainer, lambda e: batches(e).map(lambda x, y: (x, (y, y)))
 
 
 def export(config, run, model, verbose=True, prepared=None):

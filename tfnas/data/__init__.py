@@ -23,6 +23,8 @@ BUNDLED_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 # Checked before a download: tfds retries unreachable hosts for minutes.
+# The CIFAR-10 training mean in pixels (DARTS's normalization mean x 255).
+CUTOUT_FILL = (125.31, 122.96, 113.86)
 DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
 
 
@@ -145,11 +147,17 @@ def _seed_pair(seed, epoch):
 
 
 def pipeline(dataset, batch_size, training=False, augment=True, image_size=None, seed=0,
-             epoch=None, shuffle_buffer=10_000, drop_remainder=False):
+             epoch=None, shuffle_buffer=10_000, drop_remainder=False, cutout=0,
+             cutout_fill=CUTOUT_FILL):
     """Batches `(image, label)` into float32 images in [0, 255] and int64 labels.
 
     In training: shuffle, and (with `augment`) random crop with 4-pixel zero
-    padding and horizontal flip. `image_size` resizes (bilinear) after that.
+    padding and horizontal flip, then, with `cutout > 0`, Cutout (DeVries and
+    Taylor, 2017; the DARTS evaluation recipe): the square of side `cutout`
+    around a uniformly drawn pixel, clipped at the borders, is set to
+    `cutout_fill`. DARTS zeroes the normalized image, that is, fills with the
+    dataset mean, which `CUTOUT_FILL` is for CIFAR-10. `image_size` resizes
+    (bilinear) after that.
 
     Each image's crop and flip are stateless random ops seeded from `(seed,
     epoch, position)`, so parallel `map` threads cannot change them. Without
@@ -173,7 +181,7 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
         batches = (tf.data.Dataset.from_tensors(tf.constant(epoch, tf.int64))
                    .flat_map(lambda e: pipeline(dataset, batch_size, training, augment,
                                                 image_size, seed, e, shuffle_buffer,
-                                                drop_remainder)))
+                                                drop_remainder, cutout, cutout_fill)))
         n = int(dataset.cardinality())
         if n >= 0:  # flat_map hides the number of batches; Keras's progress bar wants it
             batches = batches.apply(tf.data.experimental.assert_cardinality(
@@ -192,6 +200,9 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
                 seed=tf.random.experimental.stateless_fold_in(element, 0))
             image = tf.image.stateless_random_flip_left_right(
                 image, seed=tf.random.experimental.stateless_fold_in(element, 1))
+            if cutout:
+                image = _cutout(image, cutout, cutout_fill,
+                                tf.random.experimental.stateless_fold_in(element, 2))
         if image_size is not None:
             image = tf.image.resize(image, (image_size, image_size))
         return image, label
@@ -211,6 +222,19 @@ def pipeline(dataset, batch_size, training=False, augment=True, image_size=None,
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     in_epochs = isinstance(epoch, tf.Tensor)  # `epochs` prefetches the whole stream
     return dataset if in_epochs else dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _cutout(image, length, fill, seed):
+    """The original Cutout code's square: rows and columns [c - length // 2,
+    c + length // 2) around a uniformly drawn center c, clipped to the image."""
+    shape = tf.shape(image)
+    center = [tf.random.stateless_uniform(
+        [], tf.random.experimental.stateless_fold_in(seed, axis), 0, shape[axis],
+        dtype=tf.int32) for axis in (0, 1)]
+    rows, cols = tf.range(shape[0])[:, None], tf.range(shape[1])[None, :]
+    inside = ((rows >= center[0] - length // 2) & (rows < center[0] + length // 2)
+              & (cols >= center[1] - length // 2) & (cols < center[1] + length // 2))
+    return tf.where(inside[:, :, None], tf.constant(fill, image.dtype), image)
 
 
 def epochs(make_epoch, first, last):
