@@ -12,8 +12,11 @@ measured by peers on a 2-core machine like CI, PyTorch 2.13 CPU) cannot be
 rerun here (no PyTorch), so the ratios to them compare runs on two machines
 of one class, not side by side.
 
-Variants: `darts` (plain DARTS: softmax over the 8 ops on every edge),
-`darts_gumbel` (the same network with SNAS/GRUNAS Gumbel-softmax mixing), and
+Variants: `darts` (plain DARTS: softmax over the 8 ops on every edge, the
+step `fit` runs: one traced function per phase), `darts_one_graph` (the same
+step as one traced function branching on the phase in the graph, what tfnas
+ran before; its ratios to `darts` are why it no longer does), `darts_gumbel`
+(the same network with SNAS/GRUNAS Gumbel-softmax mixing), and
 DCA-NAS's savers on top of `darts` (space config, `DartsSpace.build_supernet`):
 `dca_shared` (ops computed once per source node), `dca_bottleneck` (ops at
 C/`--bottleneck` channels), `dca_derived` (cells other than the first of each
@@ -34,8 +37,10 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("darts", "darts_gumbel", "dca_shared", "dca_bottleneck", "dca_derived", "dca")
-SAVERS = {"darts": {}, "darts_gumbel": {}, "dca_shared": {"share_source_ops": True},
+VARIANTS = ("darts", "darts_one_graph", "darts_gumbel", "dca_shared", "dca_bottleneck",
+            "dca_derived", "dca")
+SAVERS = {"darts": {}, "darts_one_graph": {}, "darts_gumbel": {},
+          "dca_shared": {"share_source_ops": True},
           "dca_bottleneck": {"bottleneck": None}, "dca_derived": {"derived_cells": True},
           "dca": {"share_source_ops": True, "bottleneck": None, "derived_cells": True}}
 NNI_STEP_S, NNI_PEAK_RSS_GB = 32.3, 9.4
@@ -68,7 +73,11 @@ def measure(args):
                             tf.float32),
                 tf.constant(rng.integers(0, 10, args.batch), tf.int32), tf.constant(p))
                for p in (1, 0)]  # alpha on a validation batch, then the weights
-    step = tf.function(model.train_step)
+    if args.variant == "darts_one_graph":
+        step = tf.function(model.train_step)
+    else:
+        model.make_train_function()
+        step = lambda batch: model.train_function(iter([batch]))  # noqa: E731
     start = time.perf_counter()
     for batch in batches:
         step(batch)
@@ -125,7 +134,7 @@ def main():
         if (args.filters, args.cells, args.batch, args.size) == (16, 8, 64, 32):
             summary[f"{variant}_time_vs_nni"] = round(r["step_s"] / NNI_STEP_S, 3)
             summary[f"{variant}_peak_rss_vs_nni"] = round(r["peak_rss_gb"] / NNI_PEAK_RSS_GB, 3)
-        if variant.startswith("dca") and "darts" in summary:
+        if variant != "darts" and "darts" in summary:
             base = summary["darts"]
             for key in ("step_s", "peak_rss_gb", "tf_peak_gb", "first_steps_s"):
                 summary[f"{variant}_{key}_vs_darts"] = round(r[key] / base[key], 3)

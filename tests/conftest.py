@@ -18,7 +18,8 @@ def _seed():
 
 
 def counting_search_model():
-    """A `SearchModel` subclass whose `traces` counts how often its train step is traced."""
+    """A `SearchModel` subclass whose `traces` counts how often its train step is traced
+    (`fit` traces it once per phase: weights, architecture)."""
     from tfnas import SearchModel  # pylint: disable=import-outside-toplevel
 
     class CountingSearchModel(SearchModel):

@@ -194,7 +194,7 @@ def test_binary_gates_converge_to_the_better_candidate_with_one_trace(mixing):
     model.fit(_toy_data(), arch_data=_toy_data(1), epochs=4, verbose=0)
     p = model.probabilities()["op"]
     assert int(np.argmax(p)) == 0 and p[0] > 0.8, p
-    assert CountingSearchModel.traces == 1
+    assert CountingSearchModel.traces == 2  # once per phase
 
 
 def test_two_path_update_keeps_the_other_candidates_probabilities():

@@ -1,4 +1,4 @@
-"""The search model: alternating weight and architecture updates in one traced step."""
+"""The search model: alternating weight and architecture updates, each phase traced once."""
 
 import contextlib
 
@@ -28,9 +28,13 @@ class SearchModel(keras.Model):
     full pass on the validation split (the GRUNAS reference). During the first
     `warmup_epochs` only the weights are trained.
 
-    The step is traced once: the phase is a tensor, the branch is a graph
-    conditional, and schedule values (temperature, warm-up switch) are
-    variables that callbacks assign.
+    `fit` traces one step function per phase, each once, and sends every
+    element to the function of its phase: one graph holding both the weight
+    and the architecture gradients behind a conditional took 1.4x the peak
+    memory of the two graphs apart (DARTS, `benchmarks/darts_step.py`).
+    Schedule values (temperature, warm-up switch, Lagrange multipliers) are
+    variables that callbacks and the steps assign, so nothing retraces.
+    `train_step` also accepts the phase as a tensor, for custom loops.
 
     Args:
         supernet: a model `x -> (logits, {block: mixing weights})`, as made by
@@ -166,24 +170,60 @@ class SearchModel(keras.Model):
         self.arch_loss_tracker.update_state(loss)
         return ops.convert_to_tensor(0)
 
+    @property
+    def learns_architecture(self):
+        return any(rule.learns_architecture for rule in self.mixing_rules)
+
     def train_step(self, data):
-        if not (isinstance(data, (tuple, list)) and len(data) == 3):
-            raise ValueError(
-                "SearchModel trains on (x, y, phase) elements. Call "
-                "fit(train_data, arch_data=val_data) or build the data with "
-                "tfnas.data.search_schedule(train_data, val_data).")
-        x, y, phase = data
-        if not any(rule.learns_architecture for rule in self.mixing_rules):
+        """One step on `(x, y, phase)`; `phase` a Python int (as `fit` sends it,
+        one traced function per phase) or a scalar tensor (a graph conditional)."""
+        x, y, phase = _unpack_phased(data)
+        if not self.learns_architecture:
             self._weight_step(x, y)  # every batch trains the weights of the chosen path
             return self._logs()
-        do_arch = ops.logical_and(ops.equal(phase, ARCHITECTURE), self.arch_updates_enabled)
-        ops.cond(
-            ops.equal(phase, WEIGHTS),
-            lambda: self._weight_step(x, y),
-            lambda: ops.cond(do_arch, lambda: self._arch_step(x, y),
-                             lambda: ops.convert_to_tensor(0)),
-        )
+        enabled = ops.logical_and(self.arch_updates_enabled, True)  # the variable, read
+        arch_step = lambda: ops.cond(enabled, lambda: self._arch_step(x, y),  # noqa: E731
+                                     lambda: ops.convert_to_tensor(0))
+        if isinstance(phase, int):
+            if phase == WEIGHTS:
+                self._weight_step(x, y)
+            else:
+                arch_step()
+        else:
+            ops.cond(ops.equal(phase, WEIGHTS), lambda: self._weight_step(x, y), arch_step)
         return self._logs()
+
+    def make_train_function(self, force=False):
+        """Keras's step function, made once per phase; elements go to their phase's."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.run_eagerly:
+            return super().make_train_function(force)
+        # Keras's own per-batch function (tracing, distribution, reduction of
+        # the logs), called on a one-element list so that this dispatch can
+        # read each element's phase first.
+        steps = [self._make_function(lambda data, phase=phase: self.train_step(
+            _unpack_phased(data)[:2] + (phase,))) for phase in (WEIGHTS, ARCHITECTURE)]
+        strategy = self.distribute_strategy
+
+        def function(iterator):
+            logs = None
+            for _ in range(self.steps_per_execution):
+                try:
+                    data = next(iterator)
+                except (StopIteration, tf.errors.OutOfRangeError):
+                    if logs is None:
+                        raise StopIteration  # pylint: disable=raise-missing-from
+                    break
+                phase = WEIGHTS
+                if self.learns_architecture:
+                    phase = int(strategy.experimental_local_results(
+                        _unpack_phased(data)[2])[0])
+                logs = steps[phase]([data])
+            return logs
+
+        self.train_function = function
+        return function
 
     def _logs(self):
         logs = {m.name: m.result() for m in self.metrics}
@@ -256,6 +296,15 @@ class SearchModel(keras.Model):
     def expected_cost(self):
         """The cost under the current probabilities (no sampling)."""
         return float(self.cost({op.name: op.probabilities() for op in self.mixed_ops}))
+
+
+def _unpack_phased(data):
+    if not (isinstance(data, (tuple, list)) and len(data) == 3):
+        raise ValueError(
+            "SearchModel trains on (x, y, phase) elements. Call "
+            "fit(train_data, arch_data=val_data) or build the data with "
+            "tfnas.data.search_schedule(train_data, val_data).")
+    return tuple(data)
 
 
 def _optimizer_slots(optimizer, variable):
