@@ -7,7 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=["tfnas", "tfnas.data", "tfnas.methods", "tfnas.spaces", "tfnas.tuners", "tfnas.layers", "tfnas.deploy"],
+    packages=["tfnas", "tfnas.compaction", "tfnas.data", "tfnas.methods", "tfnas.spaces",
+              "tfnas.tuners", "tfnas.layers", "tfnas.deploy"],
     package_dir={"tfnas": "tfnas", "tfnas.layers": "layers", "tfnas.deploy": "deploy"},
     package_data={"tfnas.data": ["*.npz"]},
     install_requires=[

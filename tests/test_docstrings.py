@@ -14,7 +14,9 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",
            "tfnas.deploy.quantize", "tfnas.layers.chosen_path", "tfnas.tuners.controller",
            "tfnas.layers.min_pooling", "tfnas.spaces.shufflenasnet", "tfnas.layers.cell_ops",
-           "tfnas.spaces.enas_micro", "tfnas.spaces.darts", "tfnas.spaces.nasbench201"]
+           "tfnas.spaces.enas_micro", "tfnas.spaces.darts", "tfnas.spaces.nasbench201",
+           "tfnas.compaction.channel_groups", "tfnas.compaction.surgery",
+           "tfnas.spaces.cifar_resnet"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -2,6 +2,7 @@
 
 from tfnas.spaces.base import (SearchSpace, SearchSpaceError, available_spaces, get_space,
                                register_space)
+from tfnas.spaces.cifar_resnet import CifarResNetSpace
 from tfnas.spaces.darts import DartsSpace
 from tfnas.spaces.enas_micro import EnasMicroSpace
 from tfnas.spaces.grunas import GrunasSpace
@@ -12,7 +13,7 @@ from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
-__all__ = ["DEFAULT_SPACE", "DartsSpace", "EnasMicroSpace", "GrunasSpace", "NasBench201Space",
+__all__ = ["CifarResNetSpace", "DEFAULT_SPACE", "DartsSpace", "EnasMicroSpace", "GrunasSpace", "NasBench201Space",
            "ResNet50Space", "SearchSpace",
            "SearchSpaceError", "ShuffleNasNetSpace", "available_spaces", "get_space",
            "register_space"]
