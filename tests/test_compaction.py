@@ -149,3 +149,137 @@ def test_bad_inputs_name_the_layer_or_the_group():
         resize(model, {"stem": [0]})
     with pytest.raises(ValueError, match="6n \\+ 2 layers"):
         cifar_resnet(33)
+
+
+def test_group_lasso_value_and_gradient_against_a_hand_computation():
+    import tensorflow as tf
+
+    from tfnas.compaction.group_lasso import GroupLasso
+
+    x = keras.Input((4, 4, 1))
+    a = L.Conv2D(2, 3, padding="same", use_bias=False, name="a")(x)
+    b = L.Conv2D(2, 1, use_bias=False, name="b")(x)
+    c = L.Conv2D(3, 1, use_bias=False, name="c")(L.Add()([a, b]))
+    model = keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(c)))
+    rng = np.random.default_rng(0)
+    for name in "abc":
+        layer = model.get_layer(name)
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    wa, wb, wc = (np.asarray(model.get_layer(n).kernel) for n in "abc")
+    # Tied channels: (a_j, b_j) with 9 + 1 weights, and c's three filters with 2 weights.
+    groups = [np.concatenate([wa[..., j].ravel(), wb[..., j].ravel()]) for j in range(2)] + \
+        [wc[..., j].ravel() for j in range(3)]
+    expected = sum(np.sqrt(g.size) * np.linalg.norm(g) for g in groups)
+    regularizer = GroupLasso(model)
+    with tf.GradientTape() as tape:
+        value = regularizer()
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    grads = tape.gradient(value, [model.get_layer(n).kernel for n in "abc"])
+    norm = [np.linalg.norm(g) for g in groups]
+    hand_a = np.stack([np.sqrt(10) * wa[..., j] / norm[j] for j in range(2)], -1)
+    hand_c = np.stack([np.sqrt(2) * wc[..., j] / norm[2 + j] for j in range(3)], -1)
+    np.testing.assert_allclose(grads[0], hand_a, rtol=1e-4)
+    np.testing.assert_allclose(grads[2], hand_c, rtol=1e-4)
+    scores = regularizer.scores()  # root mean square per tied channel
+    np.testing.assert_allclose(scores["a"], [n / np.sqrt(10) for n in norm[:2]], rtol=1e-5)
+    np.testing.assert_allclose(scores["c"], [n / np.sqrt(2) for n in norm[2:]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 1 / 3, 0.5])
+def test_the_final_cut_lands_within_two_percent_under_the_target(fraction):
+    from tfnas.compaction import channel_graph
+    from tfnas.compaction.target import fit_to_target
+
+    model = cifar_resnet(32)
+    graph = channel_graph(model)
+    groups = [g for g in graph.groups() if not g.fixed]
+    rng = np.random.default_rng(1)
+    scores = {g.name: rng.uniform(size=g.width).tolist() for g in groups}
+    target = fraction * count_macs(model)
+    keep, macs = fit_to_target(graph, groups, scores, target, tolerance=0.02)
+    assert 0.98 * target <= macs <= target
+    assert count_macs(resize(model, keep)) == macs  # the counter is the built network's
+    with pytest.raises(ChannelGraphError, match="below the smallest network"):
+        fit_to_target(graph, groups, scores, 1000)
+    with pytest.raises(ChannelGraphError, match="not below the baseline"):
+        fit_to_target(graph, groups, scores, 2 * count_macs(model))
+
+
+def test_morphnet_regularizer_value_and_gradient_against_a_hand_computation():
+    import tensorflow as tf
+
+    from tfnas.compaction.morphnet import MorphNetFlops, expansion_scores
+
+    x = keras.Input((4, 4, 3))
+    h = L.Conv2D(3, 3, padding="same", use_bias=False, name="a")(x)
+    h = L.ReLU()(L.BatchNormalization(name="a_bn")(h))
+    h = L.Conv2D(2, 1, use_bias=False, name="b")(h)
+    h = L.BatchNormalization(name="b_bn")(h)
+    model = keras.Model(x, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    gamma_a, gamma_b = np.array([0.5, -0.2, 5e-4]), np.array([1.0, -3.0])
+    model.get_layer("a_bn").gamma.assign(gamma_a)
+    model.get_layer("b_bn").gamma.assign(gamma_b)
+    regularizer = MorphNetFlops(model, threshold=1e-3)
+    with tf.GradientTape() as tape:
+        value = regularizer()
+    # coeff = 2 H W k k: a 2*16*9 = 288 (3 image channels in, 2 of 3 outputs alive),
+    # b 2*16 = 32, out 2 (2 classes out, alive and without gamma).
+    sa, sb = np.abs(gamma_a).sum(), np.abs(gamma_b).sum()
+    expected = 288 * (3 * sa + 2 * 0) + 32 * (2 * sb + 2 * sa) + 2 * (2 * 0 + 2 * sb)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+    grads = tape.gradient(value, [model.get_layer("a_bn").gamma, model.get_layer("b_bn").gamma])
+    np.testing.assert_allclose(grads[0], np.sign(gamma_a) * (288 * 3 + 32 * 2), rtol=1e-6)
+    np.testing.assert_allclose(grads[1], np.sign(gamma_b) * (32 * 2 + 2 * 2), rtol=1e-6)
+    assert float(regularizer.alive_flops()) == 288 * 3 * 2 + 32 * 2 * 2 + 2 * 2 * 2
+    # The uniform expansion admits a's second channel (multiplier 2/2) before its dead one.
+    scores = expansion_scores(regularizer.scores(), 1e-3)
+    assert scores["a"] == [-0.5, -1.0, -1.5] and scores["b"] == [-1.0, -0.5]
+
+
+def _compaction_config(*overrides):
+    import os
+
+    from tfnas.config import load_config
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
+                          "compact_resnet32_group_lasso.json")
+    return load_config(recipe, overrides=[
+        "space.config.depth=8", "search.baseline_epochs=1", "search.group_lasso.epochs=1",
+        "train.epochs=1", "data.limit=64", "data.batch_size=32", *overrides])
+
+
+@pytest.mark.parametrize("algorithm", ["group_lasso", "morphnet"])
+def test_compaction_search_hits_the_target_and_training_starts_from_the_cut_network(
+        algorithm, tmp_path):
+    from tfnas import pipeline
+    from tfnas.run_dir import RunDirectory
+
+    config = _compaction_config(f"search.algorithm={algorithm}", f"search.{algorithm}.epochs=1")
+    prepared = pipeline.prepare(config)
+    run = RunDirectory(str(tmp_path / "run"))
+    arch, cut = pipeline.search(config, run, verbose=0, prepared=prepared)
+    meta = arch.metadata
+    assert -0.02 <= meta["target_error"] <= 0
+    assert meta["macs"] == count_macs(cut) and meta["baseline_macs"] == count_macs(
+        prepared.space.build_baseline())
+    assert arch.choices == {g.name: g.width for g in channel_groups(cut) if not g.fixed}
+    model = prepared.space.build_model(arch.choices)
+    assert prepared.method.inherit(cut, arch, model)
+    x = _images()
+    np.testing.assert_allclose(model(x), cut(x), rtol=1e-5, atol=1e-5)
+    loaded = prepared.method.load(run.path)
+    np.testing.assert_allclose(loaded(x), cut(x), rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / "run" / "checkpoints" / f"search_{algorithm}").exists()
+
+
+def test_bad_compaction_input_is_a_clear_error():
+    from tfnas import pipeline
+    from tfnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search.target: 1.5 is greater than or equal to the "
+                                          "maximum of 1; the FLOPs target is a fraction"):
+        _compaction_config("search.target=1.5")  # a target larger than the baseline
+    with pytest.raises(ConfigError, match="not a space of widths"):
+        pipeline.prepare(_compaction_config('space={"name": "grunas", "config": {}}'))
+    with pytest.raises(ConfigError, match="search.algorithm: 'lasso' is not one of"):
+        _compaction_config("search.algorithm=lasso")

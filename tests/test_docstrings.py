@@ -16,7 +16,9 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.layers.min_pooling", "tfnas.spaces.shufflenasnet", "tfnas.layers.cell_ops",
            "tfnas.spaces.enas_micro", "tfnas.spaces.darts", "tfnas.spaces.nasbench201",
            "tfnas.compaction.channel_groups", "tfnas.compaction.surgery",
-           "tfnas.spaces.cifar_resnet"]
+           "tfnas.spaces.cifar_resnet", "tfnas.compaction.target",
+           "tfnas.compaction.group_lasso", "tfnas.compaction.training",
+           "tfnas.compaction.morphnet"]
 
 
 @pytest.mark.parametrize("name", MODULES)

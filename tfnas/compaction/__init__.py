@@ -4,6 +4,8 @@ choose what to keep (seed 002)."""
 from tfnas.compaction.channel_groups import (ChannelGraphError, ChannelGroup, channel_graph,
                                              channel_groups)
 from tfnas.compaction.surgery import resize, zero_channels
+from tfnas.compaction.algorithm import ALGORITHMS, CompactionAlgorithm, register_algorithm
+from tfnas.compaction import group_lasso, morphnet  # noqa: F401  (registers the algorithms)
 
-__all__ = ["ChannelGraphError", "ChannelGroup", "channel_graph", "channel_groups", "resize",
+__all__ = ["ALGORITHMS", "ChannelGraphError", "CompactionAlgorithm", "register_algorithm", "ChannelGroup", "channel_graph", "channel_groups", "resize",
            "zero_channels"]

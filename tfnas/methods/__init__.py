@@ -2,7 +2,7 @@
 
 from tfnas.methods.base import (DEFAULT_METHOD, METHODS, SearchMethod, SupernetMethod,
                                 fill_section, method_class, register_method)
-from tfnas.methods import differentiable, enas, tuner  # noqa: F401  (registers the methods)
+from tfnas.methods import compaction, differentiable, enas, tuner  # noqa: F401  (registers)
 
 
 def get_method(config, prepared):
