@@ -153,7 +153,7 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
 
     recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
                           "nasbench201_dca_cpu.json")
-    tiny = ["--set", "search.epochs=2", "--set", "search.warmup_epochs=1", "--set",
+    tiny = ["--set", "search.epochs=1", "--set", "search.warmup_epochs=0", "--set",
             "data.limit=64", "--set", "space.config.filters=4", "--verbose=0"]
     run_dir = str(tmp_path / "graph")
     args = ["budget-graph", "--config", recipe, "--bounds", "5000,15000", "--budget", "9000",
@@ -181,7 +181,9 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
                 "--run_dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "sweeps search.penalty.budget" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "bad")
-    small = tfnas("search", "--config", recipe, "--set", "search.penalty.budget=100",
-                  "--run_dir", str(tmp_path / "small"))
-    assert small.returncode == 2 and "below the smallest network of the space" in small.stderr
-    assert not os.path.exists(tmp_path / "small")  # checked before anything is written
+    # Checked while the run is prepared, before its directory is made.
+    from tfnas import pipeline
+    from tfnas.config import load_config
+
+    with pytest.raises(ConfigError, match="below the smallest network of the space"):
+        pipeline.prepare(load_config(recipe, overrides=["search.penalty.budget=100"]))
