@@ -5,7 +5,8 @@ from tfnas.compaction.channel_groups import (ChannelGraphError, ChannelGroup, ch
                                              channel_groups)
 from tfnas.compaction.surgery import resize, zero_channels
 from tfnas.compaction.algorithm import ALGORITHMS, CompactionAlgorithm, register_algorithm
-from tfnas.compaction import group_lasso, morphnet  # noqa: F401  (registers the algorithms)
+from tfnas.compaction import (  # noqa: F401  (registers the algorithms)
+    generative_synthesis, group_lasso, morphnet, variational_dropout)
 
 __all__ = ["ALGORITHMS", "ChannelGraphError", "CompactionAlgorithm", "register_algorithm", "ChannelGroup", "channel_graph", "channel_groups", "resize",
            "zero_channels"]

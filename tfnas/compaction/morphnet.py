@@ -78,7 +78,7 @@ class MorphNetFlops(ChannelRegularizer):
 
     def gammas(self):
         """|gamma| per resizable tied channel (the largest among its batch normalizations)."""
-        data = ops.concatenate([ops.abs(layer.gamma)[positions >= 0]
+        data = ops.concatenate([ops.take(ops.abs(layer.gamma), np.flatnonzero(positions >= 0))
                                 for layer, positions in self.batch_norms])
         ids = np.concatenate([positions[positions >= 0] for _, positions in self.batch_norms])
         return ops.segment_max(data, ids, num_segments=self.size)

@@ -38,6 +38,9 @@ class Session:
         self.baseline_macs = count_macs(network)
         self.target_macs = method.section["target"] * self.baseline_macs
         self.tolerance = method.section["tolerance"]
+        self.seed = method.config["seed"]
+        self.examples = method.prepared.splits.sizes["train"]  # an ELBO's data term
+        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.backups = []
 
     def fit(self, model, epochs, stage):
@@ -48,8 +51,7 @@ class Session:
         steps = prepared.steps("train")
         model.compile(optimizer=make_optimizer(self.method.section["optimizer"],
                                                max(1, epochs * steps)),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+                      loss=self.loss, metrics=["accuracy"])
         history = self.run.file("logs", f"{stage}_history.csv")
         backup = TrainingBackup(self.run.file("checkpoints", f"search_{stage}"),
                                 csv_logs={history: 0})
@@ -65,6 +67,10 @@ class Session:
                       callbacks=[keras.callbacks.CSVLogger(history, append=True), backup],
                       shuffle=False, verbose=self.verbose)
         return model
+
+    def probe_batches(self, n):
+        """The first `n` batches of the validation split (the same ones on every call)."""
+        return self.method.prepared.batches("val", False).take(n)
 
     def evaluate(self, network):
         network.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -131,11 +137,10 @@ class CompactionSearch(SearchMethod):
               f"{session.target_macs * 2 / 1e6:.3f} MFLOPs, {len(session.groups)} channel groups")
         if s["baseline_weights"]:
             network.load_weights(s["baseline_weights"])
-        elif os.path.exists(run.file(BASELINE_WEIGHTS)):
-            network.load_weights(run.file(BASELINE_WEIGHTS))
-        else:
+        else:  # restored, not retrained, when a resumed run had finished it
             session.fit(network, s["baseline_epochs"], "baseline")
-            network.save_weights(run.file(BASELINE_WEIGHTS))
+            # Another algorithm can start from it: search.baseline_weights.
+            network.save_weights(run.file(BASELINE_WEIGHTS), overwrite=True)
         baseline_accuracy = session.evaluate(network)
         compact, macs = self.algorithm.compact(network, session)
         compact.save_weights(run.file(COMPACT_WEIGHTS), overwrite=True)
