@@ -236,6 +236,39 @@ def test_morphnet_regularizer_value_and_gradient_against_a_hand_computation():
     assert scores["a"] == [-0.5, -1.0, -1.5] and scores["b"] == [-1.0, -0.5]
 
 
+def test_variational_dropout_kl_value_and_gradient_against_a_hand_computation():
+    import tensorflow as tf
+
+    from tfnas.compaction.variational_dropout import (K1, K2, K3, VariationalConv2D,
+                                                      VariationalKL)
+
+    x = keras.Input((4, 4, 2))
+    conv = VariationalConv2D(3, 1, use_bias=False, name="v", seed=0)
+    model = keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(conv(x))))
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(1, 1, 2, 3)).astype("float32")
+    log_sigma2 = rng.uniform(-4, 0, size=(1, 1, 2, 3)).astype("float32")
+    conv.kernel.assign(kernel)
+    conv.log_sigma2.assign(log_sigma2)
+    regularizer = VariationalKL(model, examples=10)
+    with tf.GradientTape() as tape:
+        value = regularizer()
+    la = log_sigma2 - np.log(kernel.astype("float64") ** 2 + 1e-8)
+    sigmoid = 1 / (1 + np.exp(-(K2 + K3 * la)))
+    kl = -(K1 * sigmoid - 0.5 * np.log1p(np.exp(-la)) - K1)
+    np.testing.assert_allclose(float(value), kl.sum() / 10, rtol=1e-5)
+    grad = tape.gradient(value, conv.log_sigma2)
+    hand = -(K1 * K3 * sigmoid * (1 - sigmoid) + 0.5 * np.exp(-la) / (1 + np.exp(-la))) / 10
+    np.testing.assert_allclose(grad, hand, rtol=1e-4, atol=1e-7)
+    # The mean of the local reparameterization is the plain convolution.
+    images = rng.normal(size=(2, 4, 4, 2)).astype("float32")
+    np.testing.assert_allclose(conv(images), np.einsum("bhwi,io->bhwo", images, kernel[0, 0]),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(conv(images, training=True), conv(images))
+    dense = (la <= 3).reshape(-1, 3).mean(0)  # a channel's score: its surviving weights
+    np.testing.assert_allclose(regularizer.scores()["v"], dense)
+
+
 def _compaction_config(*overrides):
     import os
 
@@ -248,13 +281,15 @@ def _compaction_config(*overrides):
         "train.epochs=1", "data.limit=64", "data.batch_size=32", *overrides])
 
 
-@pytest.mark.parametrize("algorithm", ["group_lasso", "morphnet"])
+@pytest.mark.parametrize("algorithm", ["group_lasso", "morphnet", "variational_dropout",
+                                       "generative_synthesis"])
 def test_compaction_search_hits_the_target_and_training_starts_from_the_cut_network(
         algorithm, tmp_path):
     from tfnas import pipeline
     from tfnas.run_dir import RunDirectory
 
-    config = _compaction_config(f"search.algorithm={algorithm}", f"search.{algorithm}.epochs=1")
+    config = _compaction_config(f"search.algorithm={algorithm}", f"search.{algorithm}.epochs=1",
+                                "search.generative_synthesis.iterations=2")
     prepared = pipeline.prepare(config)
     run = RunDirectory(str(tmp_path / "run"))
     arch, cut = pipeline.search(config, run, verbose=0, prepared=prepared)

@@ -13,7 +13,7 @@ class RegularizedModel(keras.Model):
     Example:
 
     >>> import keras
-    >>> from tfnas.compaction.regularizers import GroupLasso
+    >>> from tfnas.compaction.group_lasso import GroupLasso
     >>> x = keras.Input((4, 4, 1))
     >>> net = keras.Model(x, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(
     ...     keras.layers.Conv2D(3, 1)(x))))
