@@ -105,7 +105,7 @@ def test_bad_values_are_rejected(override, message):
     ("search.warmup_epochs=100", "search.warmup_epochs (100) must be less than search.epochs"),
     ("search.temperature.initial=1", "The temperature belongs to the mixing rule now"),
     ("search.method=evolution", "search.method: Unknown search method 'evolution'; choose "
-                                "one of ['differentiable'"),
+                                "one of ['compaction', 'differentiable'"),
     ("search.epoch=3", "Did you mean 'search.epochs'?"),
     ("export.formats=tflite_int8", "export.formats: 'tflite_int8' is not of type 'array'; a "
                                    "JSON list"),
