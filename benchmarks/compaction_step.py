@@ -1,5 +1,10 @@
 """A training step with each compaction regularizer over the plain step (goal <= 1.2x).
 
+Variational dropout is a different network in training, not only a loss term:
+every resizable convolution also convolves the squared input with the weights'
+variances (the local reparameterization trick), so its step is reported beside
+the regularizers'.
+
 ResNet-32 (`cifar_resnet`), batch 64, 32x32, SGD with momentum: the plain
 step, then the same network wrapped in `RegularizedModel` with each
 algorithm's regularizer, all in one process, measured in rounds that cycle
@@ -31,6 +36,8 @@ def main():
     from tfnas.compaction.group_lasso import GroupLasso  # pylint: disable=import-outside-toplevel
     from tfnas.compaction.morphnet import MorphNetFlops  # pylint: disable=import-outside-toplevel
     from tfnas.compaction.training import RegularizedModel  # pylint: disable=import-outside-toplevel
+    from tfnas.compaction.variational_dropout import (  # pylint: disable=import-outside-toplevel
+        VariationalKL, variational_copy)
     from tfnas.spaces.cifar_resnet import cifar_resnet  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(0)
@@ -38,7 +45,7 @@ def main():
     batch = (rng.uniform(0, 255, (args.batch, 32, 32, 3)).astype("float32"),
              rng.integers(0, 10, args.batch))
     variants = {}
-    for name in ("plain", "group_lasso", "morphnet"):
+    for name in ("plain", "group_lasso", "morphnet", "variational_dropout"):
         network = cifar_resnet(args.depth)
         model = network
         if name == "group_lasso":
@@ -47,6 +54,11 @@ def main():
             regularizer = MorphNetFlops(network)
             model = RegularizedModel(network, regularizer, 1.0 / float(
                 regularizer.alive_flops()))
+        elif name == "variational_dropout":  # every conv sampled: a second convolution
+            producers = {layer.name for layer in network.layers
+                         if isinstance(layer, keras.layers.Conv2D)}
+            network = variational_copy(network, producers, seed=0)
+            model = RegularizedModel(network, VariationalKL(network, 2000), 1.0)
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.make_train_function()

@@ -59,6 +59,14 @@ class ChannelRegularizer:
         return {g.name: vector[self.offsets[g.name]:self.offsets[g.name] + g.width].tolist()
                 for g in self.groups}
 
+    def by_group_normalized(self, vector):
+        """`by_group`, each group's values divided by their mean: magnitudes of layers with
+        different fan-in are not comparable (He initialization gives a 576-input filter half
+        the RMS of a 144-input one), their shares of their own layer's mean are."""
+        groups = self.by_group(vector)
+        return {name: (np.asarray(values) / max(np.mean(values), 1e-12)).tolist()
+                for name, values in groups.items()}
+
     def __call__(self):
         raise NotImplementedError
 

@@ -9,8 +9,10 @@ divergence of the paper (k1 = 0.63576, k2 = 1.87320, k3 = 1.48695) divided
 by the number of training images, as its ELBO does. A weight with
 log alpha > 3 is dropped. The paper's sparsity is unstructured; the seed
 drops the filters that are sparser than a threshold. Here a tied channel's
-score is the fraction of its filters' weights that survive, and the
-calibrated cut (`tfnas.compaction.target.fit_to_target`) drops the sparsest
+score is the fraction of its filters' weights that survive, over its group's
+mean fraction (sparse VD prunes late layers far more, and a global density
+ranking took ResNet-32's stage 3 down to one channel), and the calibrated
+cut (`tfnas.compaction.target.fit_to_target`) drops the sparsest
 channels until the network fits the target; the surviving filters keep
 their individual zeros.
 """
@@ -104,7 +106,8 @@ class VariationalKL(ChannelRegularizer):
             kept[p] = ops.convert_to_tensor(mask.reshape(-1, mask.shape[-1]).sum(0), "float32")
             sizes[p] = ops.convert_to_tensor(np.full(mask.shape[-1], mask[..., 0].size),
                                              "float32")
-        return self.by_group(self.per_tied_channel(kept) / self.per_tied_channel(sizes))
+        return self.by_group_normalized(self.per_tied_channel(kept) /
+                                        self.per_tied_channel(sizes))
 
 
 def variational_copy(network, producers, log_sigma2_initial=-10.0, seed=None):
