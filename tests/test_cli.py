@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -51,19 +52,19 @@ def test_run_writes_everything_into_its_directory(finished_run):
     assert json.loads((run_dir / "config.json").read_text())["search"]["epochs"] == 2
 
 
-def test_existing_run_directory_is_never_clobbered(finished_run):
+def test_existing_run_directory_is_never_clobbered(finished_run, cli):
     run_dir, _ = finished_run
     before = (run_dir / "summary.json").stat().st_mtime_ns
-    result = tfnas("run", "--config", QUICKSTART, "--run_dir", str(run_dir), *TINY)
+    result = cli("run", "--config", QUICKSTART, "--run_dir", str(run_dir), *TINY)
     assert result.returncode == 2
     assert "already holds a run" in result.stderr and "--resume" in result.stderr
     assert (run_dir / "summary.json").stat().st_mtime_ns == before
 
 
-def test_resume_of_a_finished_run_reuses_its_stages(finished_run):
+def test_resume_of_a_finished_run_reuses_its_stages(finished_run, cli):
     run_dir, _ = finished_run
     arch = (run_dir / "architecture.json").read_text()
-    result = tfnas("run", "--run_dir", str(run_dir), "--resume", "--verbose=0")
+    result = cli("run", "--run_dir", str(run_dir), "--resume", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the search is complete" in result.stdout
     assert "the training is complete" in result.stdout
@@ -71,38 +72,38 @@ def test_resume_of_a_finished_run_reuses_its_stages(finished_run):
     assert (run_dir / "architecture.json").read_text() == arch
 
 
-def test_train_and_export_commands(finished_run, tmp_path):
+def test_train_and_export_commands(finished_run, tmp_path, cli):
     run_dir, _ = finished_run
-    result = tfnas("train", "--config", QUICKSTART, *TINY, "--architecture",
+    result = cli("train", "--config", QUICKSTART, *TINY, "--architecture",
                    str(run_dir / "architecture.json"), "--inherit_from", str(run_dir),
                    "--run_dir", str(tmp_path / "train"), "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     model = tmp_path / "train" / "models" / "model.keras"
     assert model.exists()
     # Every format, quantization-aware int8 included, is exported by finished_run already.
-    result = tfnas("export", "--config", QUICKSTART, *TINY, "--model", str(model),
+    result = cli("export", "--config", QUICKSTART, *TINY, "--model", str(model),
                    "--run_dir", str(tmp_path / "export"), "--architecture",
                    str(run_dir / "architecture.json"), "--set", 'export.formats=["tflite_int8"]')
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "export" / "models" / "model_int8.tflite").exists()
 
 
-def test_benchmark_and_report_commands(finished_run, tmp_path):
+def test_benchmark_and_report_commands(finished_run, tmp_path, cli):
     run_dir, _ = finished_run
-    result = tfnas("benchmark", "--model", str(run_dir / "models" / "model_int8.tflite"),
+    result = cli("benchmark", "--model", str(run_dir / "models" / "model_int8.tflite"),
                    "--num_runs", "20", "--run_dir", str(tmp_path / "bench"))
     assert result.returncode == 0, result.stderr[-3000:]
     bench = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     assert bench["num_runs"] == 20 and bench["median_ms"] > 0
-    result = tfnas("report", "--runs", f"{run_dir},{run_dir}", "--run_dir",
+    result = cli("report", "--runs", f"{run_dir},{run_dir}", "--run_dir",
                    str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr[-3000:]
     # 2 runs x (SavedModel + 5 TFLite)
     assert len(json.loads((tmp_path / "report" / "report.json").read_text())) == 2 * 6
 
 
-def test_latency_table_command(tmp_path):
-    result = tfnas("latency-table", "--config", QUICKSTART, "--set",
+def test_latency_table_command(tmp_path, cli):
+    result = cli("latency-table", "--config", QUICKSTART, "--set",
                    'space.config.widths=[[12,24],[24,24]]', "--num_runs", "10",
                    "--warmup_runs", "1", "--repeats", "1", "--run_dir", str(tmp_path / "lut"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -233,7 +234,20 @@ def test_bad_inputs_are_one_line_errors_before_anything_is_written(case, message
     assert not out.exists() and not (tmp_path / "runs").exists()
 
 
-def _cli_in_process(args, cwd, monkeypatch, capsys):
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`cli(*args, cwd=None)`: the command run by the CLI's own `main` in this process (no
+    interpreter and TensorFlow start-up per call); `returncode`, `stdout`, `stderr` as
+    `tfnas(...)` gives them. The real entry point runs as a subprocess in `finished_run`
+    and `test_bad_input_is_a_clear_error`."""
+    def run(*args, cwd=None):
+        code, _ = _cli_in_process(list(args), cwd or ROOT, monkeypatch, capsys, keep=True)
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code or 0, stdout=out.out, stderr=out.err)
+    return run
+
+
+def _cli_in_process(args, cwd, monkeypatch, capsys, keep=False):
     import warnings  # pylint: disable=import-outside-toplevel
 
     from tfnas import cli, quiet  # pylint: disable=import-outside-toplevel
@@ -247,6 +261,8 @@ def _cli_in_process(args, cwd, monkeypatch, capsys):
     finally:
         cli.FLAGS.unparse_flags()
         quiet.enable(False)
+    if keep:  # the caller reads both streams
+        return code, None
     return code, capsys.readouterr().err
 
 
@@ -275,37 +291,37 @@ def _summary_dir(tmp_path, text):
     return str(run)
 
 
-def test_overwrite_deletes_only_what_tfnas_created(tmp_path):
+def test_overwrite_deletes_only_what_tfnas_created(tmp_path, cli):
     mine = tmp_path / "my-folder"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    result = tfnas("run", "--overwrite", "--run_dir", str(mine), *TINY)
+    result = cli("run", "--overwrite", "--run_dir", str(mine), *TINY)
     assert result.returncode == 2
     assert "was not created by tfnas" in result.stderr
     assert (mine / "thesis.tex").read_text() == "years of work"
 
 
-def test_export_overwrite_never_deletes_its_own_input(finished_run):
+def test_export_overwrite_never_deletes_its_own_input(finished_run, cli):
     run_dir, _ = finished_run
     model = run_dir / "models" / "model.keras"
     before = model.read_bytes()
-    result = tfnas("export", "--overwrite", "--run_dir", str(run_dir), "--model", str(model),
+    result = cli("export", "--overwrite", "--run_dir", str(run_dir), "--model", str(model),
                    *TINY)
     assert result.returncode == 2
     assert "is an input of this command and lies inside" in result.stderr
     assert model.read_bytes() == before
 
 
-def test_resume_with_a_changed_config_names_the_change(finished_run):
+def test_resume_with_a_changed_config_names_the_change(finished_run, cli):
     run_dir, _ = finished_run
-    result = tfnas("run", "--config", QUICKSTART, "--run_dir", str(run_dir), "--resume",
+    result = cli("run", "--config", QUICKSTART, "--run_dir", str(run_dir), "--resume",
                    *TINY, "--set", "seed=7")
     assert result.returncode == 2
     assert "different configuration (changed: seed)" in result.stderr
 
 
-def test_default_run_directories_stay_under_runs(tmp_path):
-    result = tfnas("latency-table", "--config", QUICKSTART, "--set",
+def test_default_run_directories_stay_under_runs(tmp_path, cli):
+    result = cli("latency-table", "--config", QUICKSTART, "--set",
                    'space.config.widths=[[12,24],[24,24]]', "--num_runs", "2",
                    "--warmup_runs", "0", "--repeats", "1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -316,10 +332,10 @@ def test_default_run_directories_stay_under_runs(tmp_path):
 
 # Every scope goes through the same code; test_proxyless covers every scope's layout.
 @pytest.mark.parametrize("scope, blocks, depths", [("s", 3, [1, 1, 1, 3])])
-def test_scaled_down_presnet_search_runs_through_the_cli(scope, blocks, depths, tmp_path):
+def test_scaled_down_presnet_search_runs_through_the_cli(scope, blocks, depths, tmp_path, cli):
     # Fewer fixed blocks in front of the scope keep CI's trace short.
     run_dir = tmp_path / scope
-    result = tfnas("run", "--config", PRESNET.format(scope), "--run_dir", str(run_dir),
+    result = cli("run", "--config", PRESNET.format(scope), "--run_dir", str(run_dir),
                    "--verbose=0", "--set", "search.epochs=2", "--set", "train.epochs=1",
                    "--set", "data.limit=64", "--set", "data.batch_size=32", "--set",
                    "export.formats=[]", "--set", f"space.config.depths={json.dumps(depths)}")
