@@ -320,3 +320,36 @@ def test_bad_compaction_input_is_a_clear_error():
         pipeline.prepare(_compaction_config('space={"name": "grunas", "config": {}}'))
     with pytest.raises(ConfigError, match="search.algorithm: 'lasso' is not one of"):
         _compaction_config("search.algorithm=lasso")
+
+
+def test_any_saved_functional_model_is_a_baseline(tmp_path):
+    from tfnas import pipeline
+    from tfnas.run_dir import RunDirectory
+
+    keras.utils.set_random_seed(0)
+    baseline = cifar_resnet(8)
+    _randomize_batch_norms(baseline)
+    path = str(tmp_path / "baseline.keras")
+    baseline.save(path)
+    config = _compaction_config(f'space={{"name": "keras_model", "config": {{"path": "{path}"}}}}',
+                                f"search.baseline_weights={path}", "search.baseline_epochs=0",
+                                "search.group_lasso.epochs=0")
+    prepared = pipeline.prepare(config)
+    assert prepared.space.blocks() == get_space("cifar_resnet", {"depth": 8}).blocks()
+    arch, cut = pipeline.search(config, RunDirectory(str(tmp_path / "run")), verbose=0,
+                                prepared=prepared)
+    assert -0.02 <= arch.metadata["target_error"] <= 0
+    # No training: the cut network is the file's network with channels cut out.
+    graph_groups = {g.name: g for g in channel_groups(baseline)}
+    kept = {name: width for name, width in arch.choices.items()
+            if width < graph_groups[name].width}
+    assert kept  # something was cut
+    full = resize(baseline, {})
+    np.testing.assert_array_equal(full.get_layer("classifier").bias,
+                                  cut.get_layer("classifier").bias)
+    with pytest.raises(ValueError, match="has input_shape \\[32, 32, 3\\], the run asks for "
+                                         "\\[64, 64, 3\\]"):
+        get_space("keras_model", {"path": path, "input_shape": [64, 64, 3]})
+    with pytest.raises(ValueError, match="is not a file"):
+        pipeline.prepare(_compaction_config(
+            'space={"name": "keras_model", "config": {"path": "/nonexistent.keras"}}'))

@@ -137,12 +137,13 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrup
 
 
 COMPACTION = os.path.join(ROOT, "configs", "compact_resnet32_generative_synthesis.json")
-# Baseline 1 epoch, then 2 generative-synthesis steps of 2 epochs: three training stages, the
-# second and third on networks the previous one's weights decided.
+# Baseline 1 epoch, then 2 generative-synthesis steps of 3 epochs (of 5 batches: the kill must
+# land before the stage ends): three training stages, the second and third on networks the
+# previous one's weights decided.
 COMPACT_SMALL = ["--set", "space.config.depth=8", "--set", "search.baseline_epochs=1",
                  "--set", "search.generative_synthesis.iterations=2", "--set",
-                 "search.generative_synthesis.epochs=2", "--set",
-                 "search.generative_synthesis.probe_batches=2", "--set", "data.limit=96",
+                 "search.generative_synthesis.epochs=3", "--set",
+                 "search.generative_synthesis.probe_batches=2", "--set", "data.limit=160",
                  "--set", "data.batch_size=32", "--verbose=0"]
 
 
@@ -158,10 +159,10 @@ def _compaction_outcome(run_dir):
 def test_a_killed_compaction_resumes_to_the_uninterrupted_result(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _run("search", "--config", COMPACTION, "--run_dir", str(whole), *COMPACT_SMALL)
-    _kill_when(killed, "search_generative_synthesis0", 1, 2, "search", "--config", COMPACTION,
-               "--run_dir", str(killed), *COMPACT_SMALL)
+    saved, _ = _kill_when(killed, "search_generative_synthesis0", 1, 3, "search", "--config",
+                          COMPACTION, "--run_dir", str(killed), *COMPACT_SMALL)
     result = _run("search", "--run_dir", str(killed), "--resume", "--verbose=0")
-    assert "generative_synthesis0 continues from epoch 2" in result.stdout
+    assert f"generative_synthesis0 continues from epoch {saved + 1}" in result.stdout
     assert _compaction_outcome(killed) == _compaction_outcome(whole)
     assert not list((killed / "checkpoints").glob("search_*"))  # backups go when done
     assert (killed / "checkpoints" / "baseline.weights.h5").exists()

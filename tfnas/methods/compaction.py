@@ -120,7 +120,7 @@ class CompactionSearch(SearchMethod):
         if not isinstance(self.space, WidthSpace):
             raise ConfigError(f"search.method 'compaction' resizes a baseline's channel groups; "
                               f"space {self.space.name!r} is not a space of widths. Use "
-                              "space 'cifar_resnet'.")
+                              "space 'cifar_resnet', or 'keras_model' with a .keras file.")
         prefixed("search.optimizer", make_optimizer, self.section["optimizer"], 1)
         path = self.section["baseline_weights"]
         if path and not os.path.exists(path):

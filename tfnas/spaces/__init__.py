@@ -9,11 +9,12 @@ from tfnas.spaces.grunas import GrunasSpace
 from tfnas.spaces.nasbench201 import NasBench201Space
 from tfnas.spaces.resnet import ResNet50Space
 from tfnas.spaces.shufflenasnet import ShuffleNasNetSpace
+from tfnas.spaces.widths import KerasModelSpace
 
 # The space of a config that names none.
 DEFAULT_SPACE = GrunasSpace.name
 
-__all__ = ["CifarResNetSpace", "DEFAULT_SPACE", "DartsSpace", "EnasMicroSpace", "GrunasSpace", "NasBench201Space",
-           "ResNet50Space", "SearchSpace",
+__all__ = ["CifarResNetSpace", "DEFAULT_SPACE", "DartsSpace", "EnasMicroSpace", "GrunasSpace",
+           "KerasModelSpace", "NasBench201Space", "ResNet50Space", "SearchSpace",
            "SearchSpaceError", "ShuffleNasNetSpace", "available_spaces", "get_space",
            "register_space"]

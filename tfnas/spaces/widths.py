@@ -8,10 +8,13 @@ baseline with them (fresh weights), and channel surgery
 baseline's surviving weights.
 """
 
+import os
+
 import keras
+import numpy as np
 
 from tfnas.compaction.channel_groups import channel_graph
-from tfnas.spaces.base import SearchSpace, SearchSpaceError
+from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
 
 
 class WidthSpace(SearchSpace):
@@ -84,3 +87,47 @@ class WidthSpace(SearchSpace):
     def latency_ops(self):
         raise SearchSpaceError(f"Search space {self.name!r} has no per-block latency table; "
                                "its networks are timed whole (tfnas benchmark).")
+
+
+@register_space
+class KerasModelSpace(WidthSpace):
+    """The channel widths of any functional Keras model saved as a `.keras` file (`path`),
+    made of the layers the channel-group walk follows.
+
+    The baseline is the file's network with fresh weights (so a search can train it);
+    to start from the file's trained weights, give the same path as
+    `search.baseline_weights`. `num_classes` and `input_shape` are the model's; a run on
+    data that does not fit it is refused.
+    """
+
+    name = "keras_model"
+    defaults = {"path": None, "num_classes": None, "input_shape": None, "max_multiplier": 1.0}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        path = self.config["path"]
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise SearchSpaceError(f"space.config.path: {path!r} is not a file; give the "
+                                   "baseline as a .keras file (model.save('baseline.keras')).")
+        model = self._load()
+        found = {"num_classes": int(model.output.shape[-1]),
+                 "input_shape": [int(n) for n in model.input.shape[1:]]}
+        for key, value in found.items():
+            given = self.config[key]
+            if given is not None and list(np.atleast_1d(given)) != list(np.atleast_1d(value)):
+                raise SearchSpaceError(f"The model in {path} has {key} {value}, the run asks "
+                                       f"for {given}; train it on data that fits it.")
+            self.config[key] = value
+
+    def _load(self):
+        try:
+            return keras.saving.load_model(self.config["path"], compile=False)
+        except Exception as err:  # pylint: disable=broad-except
+            raise SearchSpaceError(f"Cannot load the baseline {self.config['path']} "
+                                   f"({type(err).__name__}: {str(err)[:200]}).") from None
+
+    def build_baseline(self, name=None):
+        model = keras.models.clone_model(self._load())
+        if name:
+            model.name = name
+        return model
