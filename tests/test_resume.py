@@ -88,14 +88,6 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-def test_same_seed_gives_the_same_architecture_and_losses(uninterrupted, tmp_path):
-    again = tmp_path / "again"
-    _run("run", "--config", QUICKSTART, "--run_dir", str(again), *SMALL)
-    first, second = _outcome(uninterrupted), _outcome(again)
-    assert len(first["search_history"]) == 4 and len(first["train_history"]) == 3
-    assert first == second
-
-
 def _elapsed(run_dir, stage):
     with open(run_dir / "checkpoints" / stage / "elapsed.json", encoding="utf-8") as f:
         return json.load(f)["seconds"]
@@ -116,7 +108,12 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrup
     assert "the search is complete" in result.stdout
     assert f"the training continues from epoch {in_train + 1}" in result.stdout
 
-    assert _outcome(run_dir) == _outcome(uninterrupted)
+    # A second run of the same seed, killed twice on the way, ends with the same
+    # architecture, probabilities, every logged loss and the test accuracy: a same-seed run
+    # and an exact resume at once (CI's time does not allow a third, plain run).
+    outcome = _outcome(uninterrupted)
+    assert len(outcome["search_history"]) == 4 and len(outcome["train_history"]) == 3
+    assert _outcome(run_dir) == outcome
     # The time before each kill counts: the resumed stages alone took less.
     arch = json.loads((run_dir / "architecture.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
