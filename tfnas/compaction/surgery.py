@@ -63,15 +63,7 @@ def resize(model, keep, name=None):
     outputs = {layer.name: graph.kept_positions(layer.name, dropped, output=True)
                for layer in model.layers if isinstance(layer, PRODUCERS)}
 
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.Conv2D):
-            config["filters"] = len(outputs[layer.name])
-        elif isinstance(layer, keras.layers.Dense):
-            config["units"] = len(outputs[layer.name])
-        return layer.__class__.from_config(config)
-
-    resized = keras.models.clone_model(model, clone_function=clone)
+    resized = with_widths(model, {layer: len(kept) for layer, kept in outputs.items()})
     if name:
         resized.name = name
     for old in model.layers:
@@ -83,6 +75,19 @@ def resize(model, keep, name=None):
                   for w in old.weights]
         new.set_weights(values)
     return resized
+
+
+def with_widths(model, widths):
+    """A clone of `model` (fresh weights) whose producers named in `widths` have that many
+    filters or units."""
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in widths:
+            config["filters" if isinstance(layer, keras.layers.Conv2D) else "units"] = \
+                widths[layer.name]
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def _slice(layer, weight, inputs, outputs):
@@ -111,15 +116,15 @@ def zero_channels(model, drop):
     dropped = {groups[name].tied[p] for name, positions in drop.items() for p in positions}
     for layer in model.layers:
         if isinstance(layer, PRODUCERS) and not isinstance(layer, keras.layers.DepthwiseConv2D):
-            out = [i for i in range(layer.output.shape[-1])
-                   if i not in graph.kept_positions(layer.name, dropped, output=True)]
+            kept = set(graph.kept_positions(layer.name, dropped, output=True))
+            out = [i for i in range(layer.output.shape[-1]) if i not in kept]
             values = [np.array(keras.ops.convert_to_numpy(w)) for w in layer.weights]
             for v in values:
                 v[..., out] = 0
             layer.set_weights(values)
         elif isinstance(layer, keras.layers.BatchNormalization):
-            out = [i for i in range(layer.input.shape[-1])
-                   if i not in graph.kept_positions(layer.name, dropped)]
+            kept = set(graph.kept_positions(layer.name, dropped))
+            out = [i for i in range(layer.input.shape[-1]) if i not in kept]
             for v in (layer.gamma, layer.beta):
                 if v is not None:
                     value = np.array(keras.ops.convert_to_numpy(v))

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfnas.compaction.channel_groups import channel_graph
+from tfnas.compaction.surgery import with_widths
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
 
 
@@ -68,14 +69,7 @@ class WidthSpace(SearchSpace):
             for producer in group.producers:
                 widths[producer] = choices[group.name]
 
-        def clone(layer):
-            config = layer.get_config()
-            if layer.name in widths:
-                config["filters" if isinstance(layer, keras.layers.Conv2D) else "units"] = \
-                    widths[layer.name]
-            return layer.__class__.from_config(config)
-
-        return keras.models.clone_model(baseline, clone_function=clone)
+        return with_widths(baseline, widths)
 
     def build_supernet(self, mixing="gumbel"):
         raise SearchSpaceError(f"Search space {self.name!r} is a baseline's widths, searched "
