@@ -11,16 +11,15 @@ of its producers (morph-net groups tied channels; taking the maximum is
 tfnas's assumption of how). Channels of the image and of the classes count
 as alive and carry no gamma.
 
-After the regularized training, each group's alive channels rank by |gamma|;
-the uniform expansion admits channel k (1 = largest |gamma|) of a group with
-a alive channels once the width multiplier reaches k / a. Cutting in that
-order down to the FLOPs target, then re-admitting what still fits
-(`tfnas.compaction.target.fit_to_target`), is the expansion with the width
-multiplier calibrated to the target, channel by channel. The cut network
-keeps its surviving weights (no training from scratch). Not built: MorphNet's
-further iterations, and expansion past the baseline's widths (both need
-channels that do not exist yet; here a group grows back at most to the
-baseline's width).
+After the regularized training, a group's width shrinks to its alive
+channels a, and the uniform expansion gives it floor(m a) channels, with the
+width multiplier m raised channel by channel until the network reaches the
+FLOPs target (`tfnas.compaction.target.uniform_expansion`, which lands within
+the tolerance under it). A group keeps its largest-|gamma| channels with their
+weights; one that grows past its width gets new channels, initialized fresh
+and read with zero weights, so the expanded network starts where the shrunk
+one is (no training from scratch). MorphNet iterates: each round trains the
+last round's network with the regularizer, then shrinks and expands it again.
 """
 
 import numpy as np
@@ -30,7 +29,7 @@ from tfnas import schema
 from tfnas.compaction.algorithm import CompactionAlgorithm, register_algorithm
 from tfnas.compaction.regularizers import ChannelRegularizer
 from tfnas.compaction.surgery import resize
-from tfnas.compaction.target import fit_to_target
+from tfnas.compaction.target import WidthCost, uniform_expansion
 from tfnas.compaction.training import RegularizedModel
 
 COSTED = (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)
@@ -125,38 +124,52 @@ class MorphNetFlops(ChannelRegularizer):
         return self.by_group(self.gammas())
 
 
-def expansion_scores(gammas, threshold):
-    """`{group: score}` that orders channels as the uniform expansion admits them: minus
-    the width multiplier k / alive at which channel k (by |gamma|, largest first) of a group
-    with `alive` channels above `threshold` comes in."""
-    scores = {}
+def alive_widths(gammas, threshold):
+    """`{group: channels with |gamma| above threshold}` (at least 1) from `{group: gammas}`."""
+    return {name: max(1, int(np.sum(np.asarray(values) > threshold)))
+            for name, values in gammas.items()}
+
+
+def expanded_channels(gammas, widths):
+    """`(keep, grow)` for `resize`: each group keeps its `widths[group]` largest-|gamma|
+    channels, and grows new ones where the width exceeds what it has."""
+    keep, grow = {}, {}
     for name, values in gammas.items():
-        values = np.asarray(values)
-        alive = max(1, int(np.sum(values > threshold)))
-        rank = np.empty(len(values))
-        rank[np.argsort(-values, kind="stable")] = np.arange(1, len(values) + 1)
-        scores[name] = (-rank / alive).tolist()
-    return scores
+        order = np.argsort(-np.asarray(values), kind="stable")
+        keep[name] = sorted(int(i) for i in order[:widths[name]])
+        grow[name] = max(0, widths[name] - len(values))
+    return keep, grow
 
 
 @register_algorithm
 class MorphNetCompaction(CompactionAlgorithm):
-    """`search.algorithm: "morphnet"`: train with the FLOP regularizer for `epochs`, then
-    shrink to the alive channels and expand uniformly to the target. `strength` null is
-    1 / the network's initial FLOPs (REFERENCE §5); the threshold is the morph-net
-    README's `gamma_threshold`."""
+    """`search.algorithm: "morphnet"`: `rounds` times, train with the FLOP regularizer for
+    `epochs`, shrink to the alive channels and expand uniformly to the target (a group
+    may grow past its width, up to the space's `max_multiplier`). `strength` null is
+    1 / the network's FLOPs at the round's start (REFERENCE §5); the threshold is the
+    morph-net README's `gamma_threshold`."""
 
     name = "morphnet"
-    defaults = {"strength": None, "threshold": 1e-3, "epochs": 10}
+    defaults = {"strength": None, "threshold": 1e-3, "epochs": 10, "rounds": 2}
     schema = {"strength": schema.number(minimum=0, nullable=True),
-              "threshold": schema.number(exclusive_minimum=0), "epochs": schema.integer(0)}
+              "threshold": schema.number(exclusive_minimum=0), "epochs": schema.integer(0),
+              "rounds": schema.integer(1)}
 
     def compact(self, network, session):
         s = self.settings
-        regularizer = MorphNetFlops(network, session.groups, s["threshold"])
-        strength = s["strength"] or 1.0 / float(regularizer.alive_flops())
-        session.fit(RegularizedModel(network, regularizer, strength), s["epochs"], "morphnet")
-        scores = expansion_scores(regularizer.scores(), s["threshold"])
-        keep, macs = fit_to_target(session.graph, session.groups, scores, session.target_macs,
-                                   session.tolerance)
-        return resize(network, keep), macs
+        for round_ in range(1, s["rounds"] + 1):
+            regularizer = MorphNetFlops(network, threshold=s["threshold"])
+            strength = s["strength"] or 1.0 / float(regularizer.alive_flops())
+            stage = "morphnet" if round_ == 1 else f"morphnet_{round_}"
+            session.fit(RegularizedModel(network, regularizer, strength), s["epochs"], stage)
+            gammas = regularizer.scores()
+            alive = alive_widths(gammas, s["threshold"])
+            widths, macs = uniform_expansion(
+                WidthCost(regularizer.graph), alive, session.target_macs, session.tolerance,
+                {g: session.max_width(g) for g in alive})
+            keep, grow = expanded_channels(gammas, widths)
+            print(f"MorphNet round {round_}: {sum(alive.values())} alive channels, "
+                  f"{2 * macs / 1e6:.3f} MFLOPs after the expansion, "
+                  f"{sum(grow.values())} new")
+            network = resize(network, keep, grow, seed=session.seed * 1000 + round_)
+        return network, macs

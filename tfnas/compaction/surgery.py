@@ -54,56 +54,116 @@ def _dropped(graph, groups, keep):
     return dropped
 
 
-def resize(model, keep, name=None):
+def resize(model, keep, grow=None, seed=None, name=None):
     """A copy of functional `model` keeping, per group name, the tied channels at the given
-    positions (`{group: [position, ...]}`, positions into `ChannelGroup.channels`); groups
-    left out keep everything. Surviving weights are copied."""
-    graph = channel_graph(model)
-    dropped = _dropped(graph, graph.groups(), keep)
-    outputs = {layer.name: graph.kept_positions(layer.name, dropped, output=True)
-               for layer in model.layers if isinstance(layer, PRODUCERS)}
+    positions (`{group: [position, ...]}`, positions into `ChannelGroup.channels`) and adding
+    `grow[group]` new channels at the end of a group; groups left out keep everything.
 
-    resized = with_widths(model, {layer: len(kept) for layer, kept in outputs.items()})
+    Surviving weights are copied. A new channel's producers start from their fresh
+    initialization (seeded by `seed` when given, so that a resumed run grows the same
+    weights), and every layer that reads it starts with zero weights for it, so the grown
+    model computes what the cut one does until it is trained.
+    """
+    graph = channel_graph(model)
+    groups = graph.groups()
+    grow = grow or {}
+    _dropped(graph, groups, keep)  # checks the names and positions
+    unknown = sorted(set(grow) - {g.name for g in groups if not g.fixed})
+    if unknown:
+        raise ChannelGraphError(f"Cannot grow channel groups {unknown}: they are not "
+                                "resizable groups of the model.")
+    keep = {g.name: sorted({int(p) for p in keep.get(g.name, range(g.width))})
+            for g in groups}
+    extra = {g.name: int(grow.get(g.name, 0)) for g in groups}
+    widths = {p: len(keep[g.name]) + extra[g.name] for g in groups for p in g.producers}
+
+    resized = with_widths(model, widths, seed=seed)
     if name:
         resized.name = name
+    old_key = _channel_keys(graph)
+    new_graph = channel_graph(resized)
+    new_key = _channel_keys(new_graph, keep)
     for old in model.layers:
         if not old.weights:
             continue
         new = resized.get_layer(old.name)
-        inputs = graph.kept_positions(old.name, dropped)
-        values = [_slice(old, w, inputs, outputs.get(old.name))
-                  for w in old.weights]
-        new.set_weights(values)
+        ins = _sources(graph, new_graph, old.name, old_key, new_key)
+        outs = (_sources(graph, new_graph, old.name, old_key, new_key, output=True)
+                if isinstance(old, PRODUCERS) else None)
+        new.set_weights([_copy(old, w, v, ins, outs) for w, v in zip(old.weights, new.weights)])
     return resized
 
 
-def with_widths(model, widths):
+def with_widths(model, widths, seed=None):
     """A clone of `model` (fresh weights) whose producers named in `widths` have that many
-    filters or units."""
+    filters or units; `seed` makes every initializer's draw reproducible."""
+    index = {layer.name: i for i, layer in enumerate(model.layers)}
+
     def clone(layer):
         config = layer.get_config()
         if layer.name in widths:
             config["filters" if isinstance(layer, keras.layers.Conv2D) else "units"] = \
                 widths[layer.name]
+        if seed is not None:
+            for key, value in config.items():
+                if key.endswith("_initializer") and isinstance(value, dict) and \
+                        "seed" in value.get("config", {}):
+                    value["config"]["seed"] = int(seed) * 10007 + index[layer.name]
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)
 
 
-def _slice(layer, weight, inputs, outputs):
-    """The part of `weight` of `layer` that the kept input and output channels use."""
-    value = np.asarray(keras.ops.convert_to_numpy(weight))
+def _channel_keys(graph, keep=None):
+    """A key per tied channel that names the same channel in a model and in its resized
+    copy: `(group, position in the original)`, None for a grown channel, or the element
+    itself for a channel no producer makes (the image's)."""
+    keys = {}
+    for group in graph.groups():
+        kept = keep[group.name] if keep else range(group.width)
+        for position, tied in enumerate(group.tied):
+            keys[tied] = (group.name, kept[position]) if position < len(kept) else None
+    return lambda e: keys.get(graph.find(e), ("input", graph.find(e)))
+
+
+def _sources(old_graph, new_graph, layer_name, old_key, new_key, output=False):
+    """For each input (output) channel of the resized layer, the original layer's channel it
+    copies, or None for a grown one."""
+    old = (old_graph.outputs if output else old_graph.inputs)[layer_name]
+    new = (new_graph.outputs if output else new_graph.inputs)[layer_name]
+    where = {old_key(e): i for i, e in enumerate(old)}
+    return [None if new_key(e) is None else where[new_key(e)] for e in new]
+
+
+def _copy(layer, weight, fresh, ins, outs):
+    """The resized layer's value of `weight`: the original's at the surviving channels;
+    for grown channels the fresh value, or 0 where a layer reads a grown channel."""
+    old = np.asarray(keras.ops.convert_to_numpy(weight))
+    value = np.array(keras.ops.convert_to_numpy(fresh))
+    dst_in = [i for i, s in enumerate(ins) if s is not None]
+    src_in = [ins[i] for i in dst_in]
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and \
             not isinstance(layer, keras.layers.DepthwiseConv2D):
+        dst_out = [i for i, s in enumerate(outs) if s is not None]
+        src_out = [outs[i] for i in dst_out]
         if value.ndim == 1:  # bias
-            return value[outputs]
-        return value[..., inputs, :][..., outputs]
+            value[dst_out] = old[src_out]
+            return value
+        value[..., [i for i, s in enumerate(ins) if s is None], :] = 0
+        value[..., np.array(dst_in)[:, None], np.array(dst_out)[None, :]] = \
+            old[..., np.array(src_in)[:, None], np.array(src_out)[None, :]]
+        return value
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return value[..., inputs, :] if value.ndim == 4 else value[inputs]
+        if value.ndim == 4:
+            value[..., dst_in, :] = old[..., src_in, :]
+        else:
+            value[dst_in] = old[src_in]
+        return value
     # Per-channel weights (BatchNorm, PReLU, Normalization) along the last axis.
-    if value.ndim and value.shape[-1] == layer.input.shape[-1]:
-        return value[..., inputs]
-    return value
+    if value.ndim and old.shape[-1] == layer.input.shape[-1]:
+        value[..., dst_in] = old[..., src_in]
+        return value
+    return old
 
 
 def zero_channels(model, drop):

@@ -81,6 +81,82 @@ class ChannelCost:
         return int(round(self._macs))
 
 
+class WidthCost:
+    """MACs of `graph`'s network as a function of its resizable groups' widths, which may
+    exceed the network's own (a grown group's new channels are read like its others).
+
+    Example:
+
+    >>> from tfnas.compaction import channel_graph
+    >>> from tfnas.spaces.cifar_resnet import cifar_resnet
+    >>> cost = WidthCost(channel_graph(cifar_resnet(8)))
+    >>> cost.macs(cost.widths) == ChannelCost(cost.graph).baseline
+    True
+    """
+
+    def __init__(self, graph):
+        self.graph = graph
+        channels = ChannelCost(graph)
+        resizable = [g for g in graph.groups() if not g.fixed]
+        self.widths = {g.name: g.width for g in resizable}
+        group_of = {t: g.name for g in resizable for t in g.tied}
+        counts = [[{}, {}] for _ in channels.terms]  # per term: {group: channels} in, out
+        for tied, uses in channels.uses.items():
+            if tied in group_of:
+                for index, is_input in uses:
+                    side = counts[index][0 if is_input else 1]
+                    side[group_of[tied]] = side.get(group_of[tied], 0) + 1
+        # A term: (factor, fixed inputs, {group: share of its width}, fixed outputs or None,
+        # {group: share}).
+        self.terms = []
+        for (_, factor, n_in, n_out), (ins, outs) in zip(channels.terms, counts):
+            self.terms.append((
+                factor, n_in - sum(ins.values()), {g: c / self.widths[g] for g, c in ins.items()},
+                None if n_out is None else n_out - sum(outs.values()),
+                {g: c / self.widths[g] for g, c in outs.items()}))
+
+    def macs(self, widths):
+        """The MACs with `widths` (`{group: width}`; groups left out keep theirs)."""
+        total = 0.0
+        for factor, fixed_in, ins, fixed_out, outs in self.terms:
+            n_in = fixed_in + sum(share * widths.get(g, self.widths[g]) for g, share in ins.items())
+            if fixed_out is None:
+                total += factor * n_in
+                continue
+            total += factor * n_in * (fixed_out + sum(share * widths.get(g, self.widths[g])
+                                                      for g, share in outs.items()))
+        return int(round(total))
+
+
+def uniform_expansion(cost, alive, target_macs, tolerance, max_widths):
+    """`({group: width}, MACs)`: MorphNet's uniform expansion of the alive widths
+    (`{group: alive channels}`) to a MACs target, with a `WidthCost`.
+
+    Every group grows with one width multiplier m, to floor(m x alive) channels (at
+    least 1, at most `max_widths[group]`): channel k of a group with a alive channels
+    comes in at m = k / a. The multiplier rises until the next channel would pass the
+    target; then the channels that still fit come in, in the same order, until the
+    network lies within `tolerance` under the target.
+    """
+    widths = {g: 1 for g in alive}
+    macs = cost.macs(widths)
+    if macs > target_macs:
+        raise ChannelGraphError(f"The target ({target_macs:,.0f} MACs) is below the smallest "
+                                f"network with one channel per group ({macs:,} MACs).")
+    order = sorted((k / max(1, alive[g]), g, k) for g in alive
+                   for k in range(2, max_widths[g] + 1))
+    low = math.floor((1 - tolerance) * target_macs)
+    for _, g, k in order:
+        if macs >= low:
+            break
+        if widths[g] != k - 1:  # an earlier channel of the group did not fit
+            continue
+        trial = cost.macs({**widths, g: k})
+        if trial <= target_macs:
+            widths[g], macs = k, trial
+    return widths, macs
+
+
 def fit_to_target(graph, groups, scores, target_macs, tolerance=0.02):
     """`{group: kept positions}` whose network's MACs lie in
     `[(1 - tolerance) * target, target]` when the channels allow it.

@@ -68,6 +68,10 @@ class Session:
                       shuffle=False, verbose=self.verbose)
         return model
 
+    def max_width(self, group):
+        """The widest `group` may grow: the space's largest candidate width."""
+        return self.method.space.candidates(group)[-1]
+
     def probe_batches(self, n):
         """The first `n` batches of the validation split (the same ones on every call)."""
         return self.method.prepared.batches("val", False).take(n)
