@@ -3,10 +3,12 @@
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from tfnas import penalties
+from tfnas.distribute import scale_loss, synchronize_batch_norms, unscale_loss
 from tfnas.costs import ParameterCost
 from tfnas.layers.mixed_op import distributions, mixed_ops
 
@@ -133,14 +135,17 @@ class SearchModel(keras.Model):
 
     def _forward(self, x, y):
         logits, mixing_weights = self.supernet(x, training=True)
-        ce = self.ce_loss(y, logits)
+        # Keras losses divide by the replicas (tf.distribute sums the gradients); the
+        # penalty sees the batch's cross-entropy, and the whole loss is divided instead.
+        ce = unscale_loss(self.ce_loss(y, logits))
         cost = self.cost(mixing_weights)
         return self.penalty(ce, cost), ce, cost, logits
 
     def _update(self, x, y, variables, optimizer):
         with tf.GradientTape() as tape:
             loss, ce, cost, logits = self._forward(x, y)
-        optimizer.apply(tape.gradient(loss, variables), variables)
+            scaled = scale_loss(loss)
+        optimizer.apply(tape.gradient(scaled, variables), variables)
         return loss, ce, cost, logits
 
     def _weight_step(self, x, y):
@@ -176,20 +181,24 @@ class SearchModel(keras.Model):
 
     def train_step(self, data):
         """One step on `(x, y, phase)`; `phase` a Python int (as `fit` sends it,
-        one traced function per phase) or a scalar tensor (a graph conditional)."""
+        one traced function per phase) or a tensor, a scalar or one per example (a
+        graph conditional)."""
         x, y, phase = _unpack_phased(data)
         if not self.learns_architecture:
             self._weight_step(x, y)  # every batch trains the weights of the chosen path
             return self._logs()
-        enabled = ops.logical_and(self.arch_updates_enabled, True)  # the variable, read
-        arch_step = lambda: ops.cond(enabled, lambda: self._arch_step(x, y),  # noqa: E731
-                                     lambda: ops.convert_to_tensor(0))
         if isinstance(phase, int):
+            # fit's dispatch skips architecture batches during the warm-up: under
+            # tf.distribute an optimizer step cannot sit in a graph conditional.
             if phase == WEIGHTS:
                 self._weight_step(x, y)
             else:
-                arch_step()
+                self._arch_step(x, y)
         else:
+            enabled = ops.logical_and(self.arch_updates_enabled, True)  # the variable, read
+            arch_step = lambda: ops.cond(enabled, lambda: self._arch_step(x, y),  # noqa: E731
+                                         lambda: ops.convert_to_tensor(0))
+            phase = ops.reshape(phase, [-1])[0]  # a batch's phase, or one per example
             ops.cond(ops.equal(phase, WEIGHTS), lambda: self._weight_step(x, y), arch_step)
         return self._logs()
 
@@ -197,6 +206,7 @@ class SearchModel(keras.Model):
         """Keras's step function, made once per phase; elements go to their phase's."""
         if self.train_function is not None and not force:
             return self.train_function
+        synchronize_batch_norms(self.supernet)
         if self.run_eagerly:
             return super().make_train_function(force)
         # Keras's own per-batch function (tracing, distribution, reduction of
@@ -204,6 +214,7 @@ class SearchModel(keras.Model):
         # read each element's phase first.
         steps = [self._make_function(lambda data, phase=phase: self.train_step(
             _unpack_phased(data)[:2] + (phase,))) for phase in (WEIGHTS, ARCHITECTURE)]
+        idle = self._make_function(lambda data: self._logs())  # a skipped batch's logs
         strategy = self.distribute_strategy
 
         def function(iterator):
@@ -217,9 +228,12 @@ class SearchModel(keras.Model):
                     break
                 phase = WEIGHTS
                 if self.learns_architecture:
-                    phase = int(strategy.experimental_local_results(
-                        _unpack_phased(data)[2])[0])
-                logs = steps[phase]([data])
+                    phase = int(np.reshape(strategy.experimental_local_results(
+                        _unpack_phased(data)[2])[0], [-1])[0])
+                if phase == ARCHITECTURE and not bool(self.arch_updates_enabled.numpy()):
+                    logs = idle([data])  # the warm-up: weights only
+                else:
+                    logs = steps[phase]([data])
             return logs
 
         self.train_function = function
@@ -234,7 +248,7 @@ class SearchModel(keras.Model):
     def test_step(self, data):
         x, y = data[0], data[1]
         logits = self(x, training=False)
-        ce = self.ce_loss(y, logits)
+        ce = unscale_loss(self.ce_loss(y, logits))
         self.ce_tracker.update_state(ce)
         self.loss_tracker.update_state(ce)
         self.accuracy_tracker.update_state(y, logits)

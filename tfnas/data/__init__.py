@@ -248,7 +248,8 @@ def epochs(make_epoch, first, last):
 
 
 def search_schedule(train, arch, alternation="step", arch_every=1):
-    """Tags batches with the update they drive: `(x, y, 0)` weights, `(x, y, 1)` architecture.
+    """Tags batches with the update they drive: `(x, y, 0)` weights, `(x, y, 1)` architecture
+(the phase repeated for every example of the batch).
 
     `"step"`: after every `arch_every` batches of `train`, one architecture
     batch from `arch` (repeated as needed); 1 is DARTS and NNI's ProxylessNAS,
@@ -256,7 +257,8 @@ def search_schedule(train, arch, alternation="step", arch_every=1):
     `arch`.
     """
     def tag(phase):
-        return lambda x, y: (x, y, tf.constant(phase, tf.int32))
+        # One phase per example, so that tf.distribute can split the batch across replicas.
+        return lambda x, y: (x, y, tf.fill(tf.shape(y)[:1], tf.constant(phase, tf.int32)))
 
     if not isinstance(arch_every, int) or arch_every < 1:
         raise ValueError(f"arch_every must be a positive integer, got {arch_every!r}.")
