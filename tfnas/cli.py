@@ -22,6 +22,7 @@ is written. Bad input is one line on stderr and exit status 2.
 
 import json
 import os
+import shutil
 import sys
 import zipfile
 
@@ -41,6 +42,9 @@ flags.DEFINE_string("run_dir", None, "Directory of this run (default runs/<name>
 flags.DEFINE_bool("overwrite", False,
                   "Delete an existing run directory first (only one that tfnas created).")
 flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its checkpoints.")
+flags.DEFINE_enum("strategy", None, ["none", "mirrored", "multi_worker"],
+                  "tf.distribute strategy (sets distribute.strategy): mirrored = this "
+                  "machine's GPUs, multi_worker = the machines of TF_CONFIG.")
 flags.DEFINE_string("architecture", None,
                     "Architecture JSON document (train; export, for tflite_int8_qat).")
 flags.DEFINE_string("inherit_from", None,
@@ -151,9 +155,38 @@ def _check_flags(command):
 def _config():
     from tfnas.config import load_config  # pylint: disable=import-outside-toplevel
 
+    strategy = [] if FLAGS.strategy is None else [
+        f"distribute.strategy={'null' if FLAGS.strategy == 'none' else FLAGS.strategy}"]
     if FLAGS.resume and not FLAGS.config and not FLAGS.set:
-        return load_config(os.path.join(FLAGS.run_dir, "config.json"))
-    return load_config(FLAGS.config, FLAGS.set)
+        return load_config(os.path.join(FLAGS.run_dir, "config.json"), strategy)
+    return load_config(FLAGS.config, FLAGS.set + strategy)
+
+
+def _run_path(config, command):
+    """The run directory; a multi-worker cluster's workers other than the chief write
+    theirs beside the chief's (`<run_dir>.worker-<index>`), deleted when they finish."""
+    from tfnas import distribute  # pylint: disable=import-outside-toplevel
+    from tfnas.run_dir import default_path  # pylint: disable=import-outside-toplevel
+
+    if config["distribute"]["strategy"] != "multi_worker":
+        return FLAGS.run_dir or default_path(config["name"], command), False
+    if not FLAGS.run_dir:
+        raise UsageError("distribute.strategy 'multi_worker' needs --run_dir: every worker "
+                         "of the cluster names the same run.")
+    if distribute.is_chief():
+        return FLAGS.run_dir, False
+    path = f"{FLAGS.run_dir.rstrip(os.sep)}.worker-{distribute.task_index()}"
+    if FLAGS.resume:
+        # Every worker continues from the chief's backup (its run directory must be on a
+        # filesystem the workers share, as for Keras's BackupAndRestore): the worker's own
+        # directory restarts as a copy of the chief's.
+        from tfnas.run_dir import MARKER  # pylint: disable=import-outside-toplevel
+
+        if os.path.exists(os.path.join(path, MARKER)):  # only a directory tfnas made
+            shutil.rmtree(path)
+        if os.path.isdir(FLAGS.run_dir):
+            shutil.copytree(FLAGS.run_dir, path, ignore=shutil.ignore_patterns("*.tmp"))
+    return path, True
 
 
 def _load_keras_model(path):
@@ -199,7 +232,7 @@ def _read_summaries(paths):
 
 
 def _main(command):
-    from tfnas.run_dir import RunDirectory, default_path  # pylint: disable=import-outside-toplevel
+    from tfnas.run_dir import RunDirectory  # pylint: disable=import-outside-toplevel
 
     _check_flags(command)
     config = _config()
@@ -224,6 +257,8 @@ def _main(command):
         from tfnas import pipeline  # pylint: disable=import-outside-toplevel
 
         prepared = pipeline.prepare(config)
+        if command in ("search", "run", "budget-graph"):
+            pipeline.check_distributable(prepared)
         if architecture is not None:
             pipeline.check_architecture(architecture, prepared)
     if command == "budget-graph":
@@ -234,8 +269,9 @@ def _main(command):
             raise UsageError("--inherit_from given but train.inherit is false.")
         searched = pipeline.load_search(FLAGS.inherit_from, config, prepared)
 
-    run = RunDirectory(FLAGS.run_dir or default_path(config["name"], command),
-                       overwrite=FLAGS.overwrite, resume=FLAGS.resume,
+    run_path, worker = _run_path(config, command)
+    run = RunDirectory(run_path, overwrite=FLAGS.overwrite,
+                       resume=FLAGS.resume and (not worker or os.path.isdir(run_path)),
                        inputs=[p for p in inputs if p])
     run.save_config(config)
     print(f"tfnas {command}: writing to {run.path}")
@@ -287,6 +323,8 @@ def _main(command):
     else:
         summary = pipeline.run_all(config, run, verbose=verbose, prepared=prepared)
         print(pipeline.format_summary(summary))
+    if worker:  # the chief's directory holds the run
+        run.remove()
     return 0
 
 

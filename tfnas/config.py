@@ -45,6 +45,11 @@ DEFAULTS = {
         # Needs data.augment.
         "cutout": 0,
     },
+    # tf.distribute (tfnas.distribute): "strategy" null (one device), "mirrored" (the
+    # devices of this machine, or "devices") or "multi_worker" (the machines of TF_CONFIG);
+    # data.batch_size is the global batch, split across the replicas. "logical_cpus"
+    # splits this CPU into that many devices (tests, benchmarks).
+    "distribute": {"strategy": None, "devices": None, "logical_cpus": None},
     "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                            "tflite_int8", "tflite_int8_qat"],
                "calibration_images": 200,
@@ -183,6 +188,11 @@ SCHEMA = _object({
     "train": _object({"epochs": _integer(0), "inherit": _BOOLEAN, "optimizer": _OPEN,
                       "drop_path": _number(minimum=0, exclusive_maximum=1),
                       "auxiliary_weight": _number(minimum=0), "cutout": _integer(0)}),
+    "distribute": _object({
+        "strategy": {"enum": [None, "mirrored", "multi_worker"]},
+        "devices": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
+        "logical_cpus": _integer(1, nullable=True),
+    }),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
         "calibration_images": _integer(1),
@@ -198,6 +208,7 @@ HINTS = {
     "name": "the run's name is a plain name (letters, digits, '.', '_', '-'), not a path; "
             "pass --run_dir to write elsewhere",
     "data.limit": "a positive count, or null for no limit",
+    "distribute.devices": "a JSON list of device names, e.g. [\"/gpu:0\", \"/gpu:1\"]",
     "data.val_fraction": "the share of the training split kept for architecture steps, "
                          "strictly between 0 and 1",
     "export.formats": f"a JSON list, e.g. [\"tflite_int8\"], of {EXPORT_FORMATS}",

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas.architecture import Architecture, ArchitectureError, count_parameters
 from tfnas.backup import TrainingBackup
 from tfnas.builder import build_model
@@ -86,6 +87,8 @@ def prepare(config):
     rule) and the training optimizer is built once, so that a bad value in
     an open section is an error before a run starts.
     """
+    # First: a multi-worker strategy, or logical CPUs, must come before TensorFlow runs.
+    distribute.strategy(config["distribute"])
     try:
         make_optimizer(config["train"]["optimizer"], 1)
     except ConfigError as err:
@@ -102,6 +105,14 @@ def prepare(config):
         raise ConfigError("train.cutout augments the retraining batches, and data.augment is "
                           "false; set data.augment to true or train.cutout to 0.")
     return prepared
+
+
+def check_distributable(prepared):
+    """A search under a tf.distribute strategy needs a method that runs under one."""
+    if prepared.config["distribute"]["strategy"] and not prepared.method.distributable:
+        raise ConfigError(f"search.method {prepared.method.name!r} does not run under "
+                          "tf.distribute; search without distribute.strategy, then train "
+                          "the architecture with it (tfnas train --strategy ...).")
 
 
 def check_architecture(architecture, prepared):
@@ -142,8 +153,10 @@ def search(config, run, verbose=2, prepared=None):
     if run.stage_done("search"):
         print(f"Resuming {run.path}: the search is complete, loading it.")
         return Architecture.load(run.file("architecture.json")), method.load(run.path)
+    check_distributable(prepared)
     keras.utils.set_random_seed(config["seed"])
-    arch, searched = method.search(run, verbose=verbose)
+    with distribute.scope(config["distribute"]):
+        arch, searched = method.search(run, verbose=verbose)
     arch.save(run.file("architecture.json"), overwrite=True)
     run.finish_stage("search")
     return arch, searched
@@ -169,8 +182,16 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
                 run.read_json("summary_train.json"))
     keras.utils.set_random_seed(config["seed"])
     prepared = prepared or prepare(config)
-    tr = config["train"]
     check_architecture(architecture, prepared)
+    with distribute.scope(config["distribute"]):
+        model, summary = _train(config, run, architecture, searched, verbose, prepared)
+    run.write_json("summary_train.json", summary)
+    run.finish_stage("train")
+    return model, summary
+
+
+def _train(config, run, architecture, searched, verbose, prepared):
+    tr = config["train"]
     model, trainer, batches = _training_model(architecture, tr, prepared)
     inherited = tr["inherit"] and prepared.method.inherit(searched, architecture, model)
     steps = prepared.steps("full_train")
@@ -185,6 +206,7 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
     history = run.file("logs", "train_history.csv")
     backup = TrainingBackup(run.file("checkpoints", "train"), csv_logs={history: 0})
     callbacks = [keras.callbacks.CSVLogger(history, append=True), backup]
+    distribute.synchronize_batch_norms(trainer)
     if drop_path_layers(model):
         callbacks.insert(0, DropPathSchedule(tr["epochs"]))
     print(f"== train: {tr['epochs']} epochs on {prepared.splits.sizes['full_train']} images, "
@@ -201,8 +223,6 @@ def train(config, run, architecture, searched=None, verbose=2, prepared=None):
     model.save(path)
     summary = {"test_accuracy": float(result["accuracy"]), "test_loss": float(result["loss"]),
                "train_seconds": round(backup.elapsed(), 1), "keras_model": path}
-    run.write_json("summary_train.json", summary)
-    run.finish_stage("train")
     backup.discard()
     return model, summary
 

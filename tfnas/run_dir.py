@@ -127,6 +127,11 @@ class RunDirectory:
             self._write_marker({"format": "tfnas.run", "version": 1,
                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": {}})
 
+    def remove(self):
+        """Deletes this run directory (tfnas made it: it carries the mark)."""
+        if os.path.exists(self.file(MARKER)):
+            shutil.rmtree(self.path)
+
     def file(self, *parts):
         return os.path.join(self.path, *parts)
 

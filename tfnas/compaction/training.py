@@ -2,6 +2,8 @@
 
 import keras
 
+from tfnas.distribute import scale_loss
+
 
 class RegularizedModel(keras.Model):
     """Trains `network` with its loss plus `strength * regularizer()`.
@@ -40,4 +42,5 @@ class RegularizedModel(keras.Model):
                                     training=training)
         value = self.regularizer()
         self.regularizer_tracker.update_state(value)
-        return loss + self.strength * value
+        # Keras divides its loss by the replicas (tf.distribute sums gradients); so is this.
+        return loss + scale_loss(self.strength * value)

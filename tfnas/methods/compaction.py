@@ -16,6 +16,7 @@ from tfnas import data as data_lib
 from tfnas import schema
 from tfnas.architecture import Architecture, from_choices
 from tfnas.backup import TrainingBackup
+from tfnas.distribute import synchronize_batch_norms
 from tfnas.compaction import ALGORITHMS, channel_graph, channel_groups
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
@@ -56,6 +57,7 @@ class Session:
         backup = TrainingBackup(self.run.file("checkpoints", f"search_{stage}"),
                                 csv_logs={history: 0})
         self.backups.append(backup)
+        synchronize_batch_norms(model)
         initial = backup.restore(model)
         if initial:
             print(f"Resuming {self.run.path}: {stage} continues from epoch {initial + 1}.")

@@ -32,6 +32,8 @@ from tfnas.search_model import WEIGHTS, SearchModel
 class EnasSearch(SupernetMethod):
     """`search.method: "enas"`: ENAS weight sharing over any tfnas space."""
 
+    # Child steps are one traced function outside fit, on one device.
+    distributable = False
     name = "enas"
     defaults = {
         "trials": 300,           # architectures the controller samples (keras-tuner trials)

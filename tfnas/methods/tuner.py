@@ -20,6 +20,7 @@ import keras
 from tfnas import schema
 from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost, count_parameters
+from tfnas.distribute import synchronize_batch_norms
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
 from tfnas.methods.base import SearchMethod, prefixed, register_method
@@ -298,7 +299,7 @@ def _hypermodel(method):
             callbacks = list(callbacks or [])
             if method.section["constraints"]["mode"] == "penalty":
                 callbacks.insert(0, _Score(self.penalty))
-            return model.fit(*args, callbacks=callbacks, **kwargs)
+            return synchronize_batch_norms(model).fit(*args, callbacks=callbacks, **kwargs)
 
     return HyperModel()
 

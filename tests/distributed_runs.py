@@ -1,0 +1,45 @@
+"""Searches and retrains on one replica, then on two (MirroredStrategy over two logical CPUs),
+in one process; writes what each run gave as JSON (tests/test_distribute.py).
+
+    python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
+"""
+
+import csv
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfnas import pipeline  # noqa: E402
+from tfnas.config import load_config  # noqa: E402
+from tfnas.run_dir import RunDirectory  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def main(out, overrides):
+    results = {}
+    for strategy in ("null", "mirrored"):
+        config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
+            "distribute.logical_cpus=2", f"distribute.strategy={strategy}"])
+        run = RunDirectory(os.path.join(out, strategy))
+        prepared = pipeline.prepare(config)
+        arch, searched = pipeline.search(config, run, verbose=0, prepared=prepared)
+        _, summary = pipeline.train(config, run, arch, searched, verbose=0, prepared=prepared)
+        results[strategy] = {
+            "choices": arch.choices, "probabilities": arch.probabilities,
+            "search_history": _rows(run.file("logs", "search_history.csv")),
+            "train_history": _rows(run.file("logs", "train_history.csv")),
+            "test_loss": summary["test_loss"]}
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

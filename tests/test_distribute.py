@@ -1,0 +1,160 @@
+"""tf.distribute: two replicas and two worker processes search and retrain what one does.
+
+The two-replica run is MirroredStrategy over two logical CPU devices; the two
+workers are `tfnas search` processes on 127.0.0.1 under MultiWorkerMirroredStrategy
+(TF_CONFIG), one of them killed with SIGKILL and the cluster restarted.
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
+# A global batch of 32: 2 weight and 2 architecture batches per search epoch, two blocks
+# (tracing under MirroredStrategy is most of the time).
+SMALL = ["search.epochs=2", "search.warmup_epochs=0", "train.epochs=1", "data.limit=64",
+         "data.batch_size=32", "space.config.widths=[[12,24],[24,24]]", "export.formats=[]"]
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _losses(rows, keys=("loss", "cross_entropy", "arch_loss", "accuracy", "expected_cost")):
+    return np.array([[float(r[k]) for k in keys if k in r] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replicas")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_runs.py"),
+                             str(out), *SMALL], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "results.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_two_replicas_search_and_retrain_like_one(replicas):
+    one, two = replicas["null"], replicas["mirrored"]
+    assert two["choices"] == one["choices"]
+    for block, probs in one["probabilities"].items():
+        # Adam's first steps move each logit by about its learning rate whatever the
+        # gradient's size, so float differences in small gradients show here most.
+        np.testing.assert_allclose(two["probabilities"][block], probs, atol=1e-3)
+    # Same global batch and seed: the same losses, up to the order of float additions.
+    np.testing.assert_allclose(_losses(two["search_history"]), _losses(one["search_history"]),
+                               rtol=1e-4)
+    np.testing.assert_allclose(_losses(two["train_history"]), _losses(one["train_history"]),
+                               rtol=1e-4)
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-4)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(run_dir, ports, *flags):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    args = ["search", "--config", QUICKSTART, "--strategy", "multi_worker", "--run_dir",
+            str(run_dir), "--verbose=0", *flags]
+    for item in SMALL:
+        args += ["--set", item]
+    procs = []
+    for index in range(len(ports)):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, "-m", "tfnas.cli", *args], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _epochs_backed_up(run_dir):
+    try:
+        with open(run_dir / "checkpoints" / "search" / "state.json", encoding="utf-8") as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_two_workers_killed_and_restarted_end_like_one_process(replicas, tmp_path):
+    run_dir = tmp_path / "cluster"
+    procs = _start_workers(run_dir, _free_ports(2))
+    deadline = time.time() + 300
+    while time.time() < deadline and _epochs_backed_up(run_dir) < 1 and \
+            all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
+    saved = _epochs_backed_up(run_dir)
+    # A worker dies; the chief, waiting on it in a collective, is stopped too and the
+    # cluster restarts (tf.distribute's fault-tolerance model).
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    procs[0].send_signal(signal.SIGKILL)
+    procs[0].wait()
+    assert saved == 1 and not (run_dir / "architecture.json").exists()
+    procs = _start_workers(run_dir, _free_ports(2), "--resume")
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert f"the search continues from epoch {saved + 1}" in outputs[0]
+    # The chief's directory holds the run; the other worker's is gone.
+    assert not os.path.exists(f"{run_dir}.worker-1")
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    one = replicas["null"]
+    assert arch["choices"] == one["choices"]
+    for block, probs in one["probabilities"].items():
+        np.testing.assert_allclose(arch["probabilities"][block], probs, atol=1e-3)
+    np.testing.assert_allclose(_losses(_rows(run_dir / "logs" / "search_history.csv")),
+                               _losses(one["search_history"]), rtol=1e-4)
+
+
+def test_bad_distribute_input_is_a_clear_error(monkeypatch):
+    from tfnas import distribute
+    from tfnas.config import load_config
+    from tfnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"distribute.strategy: 'horovod' is not one of "
+                                          r"\[None, 'mirrored', 'multi_worker'\]"):
+        load_config(QUICKSTART, ["distribute.strategy=horovod"])
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="'multi_worker' needs TF_CONFIG"):
+        distribute.strategy({"strategy": "multi_worker"})
+    monkeypatch.setenv("TF_CONFIG", "{cluster")
+    with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
+        distribute.strategy({"strategy": "multi_worker", "devices": None})
+    monkeypatch.delenv("TF_CONFIG")
+    import tensorflow as tf
+
+    have = len(tf.config.list_logical_devices("CPU"))  # TensorFlow's runtime has started
+    with pytest.raises(ConfigError, match=f"logical_cpus is {have + 1}, but TensorFlow "
+                                          f"started with {have} CPU devices"):
+        distribute.strategy({"strategy": "mirrored", "logical_cpus": have + 1})
+
+
+def test_a_method_that_cannot_run_distributed_is_refused_before_the_run():
+    from tfnas import pipeline
+    from tfnas.config import load_config
+    from tfnas.errors import ConfigError
+
+    config = load_config(os.path.join(ROOT, "configs", "grunas_enas.json"),
+                         ["distribute.strategy=mirrored", "data.limit=32"])
+    with pytest.raises(ConfigError, match="search.method 'enas' does not run under "
+                                          "tf.distribute; search without"):
+        pipeline.check_distributable(pipeline.prepare(config))

@@ -1,0 +1,168 @@
+"""Training on several devices or machines with TensorFlow's own engine, `tf.distribute`.
+
+The config's `distribute` section picks the strategy; `strategy(settings)`
+makes it and the pipeline runs every stage inside its scope, so the models,
+optimizers and schedule variables a method creates are mirrored, and Keras's
+`fit` splits each global batch (`data.batch_size`) across the replicas and sums
+their gradients. Two things Keras does not do by itself, done here:
+
+- batch normalization computes its statistics over the global batch
+  (`synchronize_batch_norms`), so that N replicas train the network one
+  device would, not N networks of smaller batches;
+- a loss made of a Keras loss and terms of its own (a cost penalty) is
+  divided by the replicas as a whole (`scale_loss`), since Keras divides only
+  its own losses.
+
+Example:
+
+>>> import keras
+>>> with strategy({"strategy": None}).scope():
+...     layer = keras.layers.BatchNormalization()
+>>> replicas()
+1
+"""
+
+import contextlib
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tfnas.errors import ConfigError
+
+STRATEGIES = (None, "mirrored", "multi_worker")
+
+
+def replicas():
+    """The number of replicas of the current strategy (1 outside any)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_loss(value):
+    """`value` (a loss over this replica's examples) divided by the replicas, so that the
+    gradients tf.distribute sums are those of the global batch."""
+    n = replicas()
+    return value if n == 1 else value * (1.0 / n)
+
+
+def unscale_loss(value):
+    """A Keras loss's value on this replica, undivided by the replicas."""
+    n = replicas()
+    return value if n == 1 else value * float(n)
+
+
+def synchronize_batch_norms(model):
+    """Makes every batch normalization of `model` compute its statistics over the global
+    batch when training on several replicas (Keras's `synchronized=True`); a no-op on
+    one. Returns `model`."""
+    if replicas() > 1:
+        for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    return model
+
+
+def is_chief():
+    """Whether this process writes the run's files: always, except on the workers of a
+    multi-worker cluster other than the chief (task 0 of "chief", or worker 0 without
+    one)."""
+    cluster = _tf_config()
+    if not cluster:
+        return True
+    task = cluster.get("task", {})
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and \
+        "chief" not in cluster.get("cluster", {})
+
+
+def task_index():
+    """This process's task index in TF_CONFIG (0 outside a cluster)."""
+    cluster = _tf_config() or {}
+    return int(cluster.get("task", {}).get("index", 0))
+
+
+def _tf_config():
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({err}); it describes the cluster "
+                          'as {"cluster": {"worker": ["host:port", ...]}, "task": '
+                          '{"type": "worker", "index": 0}}.') from None
+
+
+_STRATEGIES = {}
+
+
+def strategy(settings):
+    """The `tf.distribute.Strategy` of a config's `distribute` section, made once per
+    process (a multi-worker strategy must be made before TensorFlow runs anything)."""
+    key = json.dumps(settings, sort_keys=True)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _make(settings)
+    return _STRATEGIES[key]
+
+
+def _make(settings):
+    name = settings.get("strategy")
+    if settings.get("logical_cpus"):
+        _split_cpu(settings["logical_cpus"])
+    if name is None:
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = settings.get("devices")
+        if not devices and settings.get("logical_cpus"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices) if devices else \
+            tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        cluster = _tf_config()
+        if not cluster or "cluster" not in cluster or "task" not in cluster:
+            raise ConfigError("distribute.strategy 'multi_worker' needs TF_CONFIG in the "
+                              "environment, naming the cluster and this process's task "
+                              '({"cluster": {"worker": ["host:port", ...]}, "task": '
+                              '{"type": "worker", "index": 0}}).')
+        return _MultiWorkerStrategy()
+    raise ConfigError(f"distribute.strategy: {name!r} is not one of {list(STRATEGIES)}.")
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`MultiWorkerMirroredStrategy` whose `reduce` takes a nest of values and scalars
+    along `axis=0`, as `MirroredStrategy`'s does: Keras 3's `fit` reduces a whole data
+    batch, and its scalar logs along axis 0, with it (keras-team/keras#20585)."""
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            local = self.experimental_local_results(v)[0]
+            scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
+            if isinstance(v, keras.Variable):
+                return v  # a variable (a schedule's value): the same on every worker
+            return super(_MultiWorkerStrategy, self).reduce(
+                reduce_op, v, None if scalar else axis)
+        return tf.nest.map_structure(one, value)
+
+
+def _split_cpu(count):
+    """Splits the CPU into `count` logical devices (before TensorFlow starts its runtime)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # the runtime runs already: fine if it has them
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have != count:
+            raise ConfigError(
+                f"distribute.logical_cpus is {count}, but TensorFlow started with {have} CPU "
+                "devices in this process; set it before anything runs TensorFlow (the tfnas "
+                "command line does), or leave it out.") from None
+
+
+@contextlib.contextmanager
+def scope(settings):
+    """Runs the block inside the configured strategy's scope."""
+    with strategy(settings).scope():
+        yield
