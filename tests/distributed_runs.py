@@ -1,5 +1,6 @@
 """Searches and retrains on one replica, then on two (MirroredStrategy over two logical CPUs),
-in one process; writes what each run gave as JSON (tests/test_distribute.py).
+in one process, and tries an ENAS search on two; writes what each gave as JSON
+(tests/test_distribute.py).
 
     python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
 """
@@ -13,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfnas import pipeline  # noqa: E402
 from tfnas.config import load_config  # noqa: E402
+from tfnas.distribute import DistributionError  # noqa: E402
 from tfnas.run_dir import RunDirectory  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+# ENAS runs one path per step, which tf.distribute cannot replicate: refused, before a step.
+ENAS = ["search.method=enas", "search.trials=4", "search.child_steps=2"]
 
 
 def main(out, overrides):
@@ -37,6 +43,13 @@ def main(out, overrides):
             "search_history": _rows(run.file("logs", "search_history.csv")),
             "train_history": _rows(run.file("logs", "train_history.csv")),
             "test_loss": summary["test_loss"]}
+    config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
+        "distribute.logical_cpus=2", "distribute.strategy=mirrored", *ENAS])
+    try:
+        pipeline.search(config, RunDirectory(os.path.join(out, "enas")), verbose=0,
+                        prepared=pipeline.prepare(config))
+    except DistributionError as err:
+        results["enas_refused"] = str(err)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f)
 

@@ -60,6 +60,13 @@ def test_two_replicas_search_and_retrain_like_one(replicas):
     assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-4)
 
 
+def test_one_path_per_step_is_refused_on_several_replicas(replicas):
+    assert replicas["enas_refused"] == (
+        "The supernet's mixed ops run one candidate per step (ChosenPathMixing), which does not run "
+        "across replicas under tf.distribute; search on one device (distribute.strategy "
+        "null), then train the derived network with --strategy.")
+
+
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -146,15 +153,3 @@ def test_bad_distribute_input_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match=f"logical_cpus is {have + 1}, but TensorFlow "
                                           f"started with {have} CPU devices"):
         distribute.strategy({"strategy": "mirrored", "logical_cpus": have + 1})
-
-
-def test_a_method_that_cannot_run_distributed_is_refused_before_the_run():
-    from tfnas import pipeline
-    from tfnas.config import load_config
-    from tfnas.errors import ConfigError
-
-    config = load_config(os.path.join(ROOT, "configs", "grunas_enas.json"),
-                         ["distribute.strategy=mirrored", "data.limit=32"])
-    with pytest.raises(ConfigError, match="search.method 'enas' does not run under "
-                                          "tf.distribute; search without"):
-        pipeline.check_distributable(pipeline.prepare(config))

@@ -257,8 +257,6 @@ def _main(command):
         from tfnas import pipeline  # pylint: disable=import-outside-toplevel
 
         prepared = pipeline.prepare(config)
-        if command in ("search", "run", "budget-graph"):
-            pipeline.check_distributable(prepared)
         if architecture is not None:
             pipeline.check_architecture(architecture, prepared)
     if command == "budget-graph":

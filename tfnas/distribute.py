@@ -29,7 +29,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfnas.errors import ConfigError
+from tfnas.errors import ConfigError, TfnasError
 
 STRATEGIES = (None, "mirrored", "multi_worker")
 
@@ -61,6 +61,28 @@ def synchronize_batch_norms(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     return model
+
+
+class DistributionError(TfnasError, ValueError):
+    """What a run asks cannot run under its tf.distribute strategy."""
+
+
+def check_replicable(model):
+    """Refuses a supernet whose mixed ops run one candidate per step (ENAS's chosen path,
+    binary gates) on several replicas: the candidate is picked by a graph conditional
+    whose branches TensorFlow places on one device, so it does not run in each
+    replica (and a synchronized batch norm's collective cannot sit in it)."""
+    if replicas() == 1:
+        return
+    from tfnas.layers.mixed_op import mixed_ops  # pylint: disable=import-outside-toplevel
+
+    rules = sorted({type(op.mixing).__name__ for op in mixed_ops(model)
+                    if op.mixing.partial_execution})
+    if rules:
+        raise DistributionError(
+            f"The supernet's mixed ops run one candidate per step ({', '.join(rules)}), which "
+            "does not run across replicas under tf.distribute; search on one device "
+            "(distribute.strategy null), then train the derived network with --strategy.")
 
 
 def is_chief():

@@ -107,14 +107,6 @@ def prepare(config):
     return prepared
 
 
-def check_distributable(prepared):
-    """A search under a tf.distribute strategy needs a method that runs under one."""
-    if prepared.config["distribute"]["strategy"] and not prepared.method.distributable:
-        raise ConfigError(f"search.method {prepared.method.name!r} does not run under "
-                          "tf.distribute; search without distribute.strategy, then train "
-                          "the architecture with it (tfnas train --strategy ...).")
-
-
 def check_architecture(architecture, prepared):
     """An architecture fits the data it is to be trained on: classes and input shape."""
     classes = architecture.space_config.get("num_classes")
@@ -153,7 +145,6 @@ def search(config, run, verbose=2, prepared=None):
     if run.stage_done("search"):
         print(f"Resuming {run.path}: the search is complete, loading it.")
         return Architecture.load(run.file("architecture.json")), method.load(run.path)
-    check_distributable(prepared)
     keras.utils.set_random_seed(config["seed"])
     with distribute.scope(config["distribute"]):
         arch, searched = method.search(run, verbose=verbose)

@@ -8,7 +8,8 @@ import tensorflow as tf
 from keras import ops
 
 from tfnas import penalties
-from tfnas.distribute import scale_loss, synchronize_batch_norms, unscale_loss
+from tfnas.distribute import (check_replicable, scale_loss, synchronize_batch_norms,
+                              unscale_loss)
 from tfnas.costs import ParameterCost
 from tfnas.layers.mixed_op import distributions, mixed_ops
 
@@ -206,6 +207,7 @@ class SearchModel(keras.Model):
         """Keras's step function, made once per phase; elements go to their phase's."""
         if self.train_function is not None and not force:
             return self.train_function
+        check_replicable(self.supernet)
         synchronize_batch_norms(self.supernet)
         if self.run_eagerly:
             return super().make_train_function(force)

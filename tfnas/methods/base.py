@@ -39,9 +39,6 @@ class SearchMethod:
             the method checks itself (a penalty, an optimizer).
         schema: JSON Schema of the section's keys (`properties`).
         hints: `{key: what to do}` added to a schema error of that key.
-        distributable: whether `search` runs under a tf.distribute strategy
-            (its training goes through Keras's `fit`); a method that is not
-            is refused with a `distribute` section.
     """
 
     name = None
@@ -49,7 +46,6 @@ class SearchMethod:
     schema = {}
     hints = {}
     open_keys = ()
-    distributable = True
 
     def __init__(self, config, prepared):
         self.config = config

@@ -21,6 +21,7 @@ import numpy as np
 from tfnas import data as data_lib
 from tfnas import schema
 from tfnas.architecture import Architecture, from_choices
+from tfnas.distribute import check_replicable, synchronize_batch_norms
 from tfnas.errors import ConfigError
 from tfnas.layers.chosen_path import set_path
 from tfnas.methods.base import SupernetMethod, prefixed, register_method
@@ -32,8 +33,6 @@ from tfnas.search_model import WEIGHTS, SearchModel
 class EnasSearch(SupernetMethod):
     """`search.method: "enas"`: ENAS weight sharing over any tfnas space."""
 
-    # Child steps are one traced function outside fit, on one device.
-    distributable = False
     name = "enas"
     defaults = {
         "trials": 300,           # architectures the controller samples (keras-tuner trials)
@@ -123,19 +122,26 @@ class EnasSearch(SupernetMethod):
 
     def _streams(self, model, done):
         """The training batches from child step `done` on, and the validation batches."""
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
         per_epoch = self.prepared.steps("train")
         first, offset = divmod(done, per_epoch)
+        # The phase per example, so that a strategy can split the batch across replicas.
         train = data_lib.epochs(
             lambda e: self.prepared.batches("train", True, epoch=e).map(
-                lambda x, y: (x, y, WEIGHTS)), first, 10 ** 6).skip(offset)
-        self._train = iter(train)
+                lambda x, y: (x, y, tf.fill(tf.shape(y)[:1], WEIGHTS))),
+            first, 10 ** 6).skip(offset)
+        strategy = tf.distribute.get_strategy()
+        self._train = iter(strategy.experimental_distribute_dataset(train))
         self._val = list(self.prepared.batches("val", False))
         if not hasattr(self, "_step"):
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
+            check_replicable(model.supernet)
+            synchronize_batch_norms(model.supernet)
             # Traced once each: the path lives in variables, so no architecture retraces,
             # and the batch dimension is open, so an epoch's short last batch does not either.
-            self._step = tf.function(model.train_step, input_signature=[train.element_spec])
+            self._step = tf.function(
+                lambda data: strategy.run(model.train_step, args=(data,)),
+                input_signature=[self._train.element_spec])
             # BatchNorm in training mode, as ENAS rewards: the shared statistics fit no path.
             val_images = self.prepared.batches("val", False).element_spec[0]
             self._logits = tf.function(lambda x: model.supernet(x, training=True)[0],
