@@ -59,6 +59,18 @@ def test_resnet32_and_resnet50_counts_next_to_the_seeds():
     assert count_macs(r50) == _hand_macs(50, (16, 32, 64), 100) == 111_597_824
 
 
+def test_torchvision_resnet50_counts_and_channel_groups():
+    # torchvision's resnet50(): 25,557,032 parameters, 4,089,184,256 MACs at 224x224.
+    space = get_space("resnet50_widths", {"num_classes": 1000, "input_shape": [224, 224, 3]})
+    model = space.build_baseline()
+    assert _trainable(model) == 25_557_032 and count_macs(model) == 4_089_184_256
+    # The stem, four residual streams (each opened by a projection), two inner widths per
+    # bottleneck: 1 + 4 + 2 x 16.
+    widths = space.baseline_widths()
+    assert len(widths) == 37 and widths["layer4_0_3_conv"] == 2048
+    assert widths["stem_conv"] == 64 and widths["layer3_5_2_conv"] == 256
+
+
 def test_channel_groups_of_a_residual_network():
     groups = channel_groups(cifar_resnet(8))  # n = 1: one block per stage
     assert [(g.name, g.width, g.fixed) for g in groups] == [
