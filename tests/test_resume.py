@@ -160,6 +160,8 @@ def test_a_killed_compaction_resumes_to_the_uninterrupted_result(tmp_path):
                           COMPACTION, "--run_dir", str(killed), *COMPACT_SMALL)
     result = _run("search", "--run_dir", str(killed), "--resume", "--verbose=0")
     assert f"generative_synthesis0 continues from epoch {saved + 1}" in result.stdout
-    assert _compaction_outcome(killed) == _compaction_outcome(whole)
+    # Seen once (CI-like run, stop 23): the last epoch after the resume differed; the epoch
+    # the backup held is in the message, for the next time.
+    assert _compaction_outcome(killed) == _compaction_outcome(whole), f"resumed at {saved}"
     assert not list((killed / "checkpoints").glob("search_*"))  # backups go when done
     assert (killed / "checkpoints" / "baseline.weights.h5").exists()
