@@ -1,5 +1,5 @@
-"""Searches and retrains on one replica, then on two (MirroredStrategy over two logical CPUs),
-in one process, and tries an ENAS search on two; writes what each gave as JSON
+"""Searches, retrains and compacts on one replica, then on two (MirroredStrategy over two
+logical CPUs), in one process, and tries an ENAS search on two; writes what each gave as JSON
 (tests/test_distribute.py).
 
     python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
@@ -25,6 +25,9 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+# Compaction: a ResNet-8 baseline trained one epoch, one epoch of group lasso, the cut.
+COMPACTION = ["space.config.depth=8", "search.baseline_epochs=1", "search.group_lasso.epochs=1",
+              "data.limit=64", "data.batch_size=32"]
 # ENAS runs one path per step, which tf.distribute cannot replicate: refused, before a step.
 ENAS = ["search.method=enas", "search.trials=4", "search.child_steps=2"]
 
@@ -43,6 +46,15 @@ def main(out, overrides):
             "search_history": _rows(run.file("logs", "search_history.csv")),
             "train_history": _rows(run.file("logs", "train_history.csv")),
             "test_loss": summary["test_loss"]}
+        config = load_config(os.path.join(ROOT, "configs", "compact_resnet32_group_lasso.json"),
+                             COMPACTION + ["distribute.logical_cpus=2",
+                                           f"distribute.strategy={strategy}"])
+        run = RunDirectory(os.path.join(out, f"compaction_{strategy}"))
+        arch, _ = pipeline.search(config, run, verbose=0, prepared=pipeline.prepare(config))
+        results[f"compaction_{strategy}"] = {
+            "choices": arch.choices, "macs": arch.metadata["macs"],
+            "history": [_rows(run.file("logs", f"{stage}_history.csv"))
+                        for stage in ("baseline", "group_lasso")]}
     config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
         "distribute.logical_cpus=2", "distribute.strategy=mirrored", *ENAS])
     try:
