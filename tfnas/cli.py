@@ -180,10 +180,9 @@ def _run_path(config, command):
         # Every worker continues from the chief's backup (its run directory must be on a
         # filesystem the workers share, as for Keras's BackupAndRestore): the worker's own
         # directory restarts as a copy of the chief's.
-        from tfnas.run_dir import MARKER  # pylint: disable=import-outside-toplevel
+        from tfnas.run_dir import remove_run  # pylint: disable=import-outside-toplevel
 
-        if os.path.exists(os.path.join(path, MARKER)):  # only a directory tfnas made
-            shutil.rmtree(path)
+        remove_run(path)
         if os.path.isdir(FLAGS.run_dir):
             shutil.copytree(FLAGS.run_dir, path, ignore=shutil.ignore_patterns("*.tmp"))
     return path, True

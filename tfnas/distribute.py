@@ -159,10 +159,10 @@ class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
     def reduce(self, reduce_op, value, axis):
         def one(v):
-            local = self.experimental_local_results(v)[0]
-            scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
             if isinstance(v, keras.Variable):
                 return v  # a variable (a schedule's value): the same on every worker
+            local = self.experimental_local_results(v)[0]
+            scalar = getattr(local, "shape", None) is not None and local.shape.rank == 0
             return super(_MultiWorkerStrategy, self).reduce(
                 reduce_op, v, None if scalar else axis)
         return tf.nest.map_structure(one, value)

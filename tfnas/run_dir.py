@@ -54,6 +54,13 @@ def write_json_atomically(path, obj):
     os.replace(tmp, path)
 
 
+def remove_run(path):
+    """Deletes `path` if it is a run directory tfnas made (it carries the mark); leaves
+    anything else alone."""
+    if os.path.exists(os.path.join(path, MARKER)):
+        shutil.rmtree(path)
+
+
 def _inside(path, directory):
     path, directory = os.path.realpath(path), os.path.realpath(directory)
     return path == directory or path.startswith(directory + os.sep)
@@ -129,8 +136,7 @@ class RunDirectory:
 
     def remove(self):
         """Deletes this run directory (tfnas made it: it carries the mark)."""
-        if os.path.exists(self.file(MARKER)):
-            shutil.rmtree(self.path)
+        remove_run(self.path)
 
     def file(self, *parts):
         return os.path.join(self.path, *parts)

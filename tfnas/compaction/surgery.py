@@ -27,31 +27,30 @@ import numpy as np
 from tfnas.compaction.channel_groups import PRODUCERS, ChannelGraphError, channel_graph
 
 
-def _dropped(graph, groups, keep):
-    """The tied channels `keep` leaves out, checked."""
+def _checked_keep(groups, keep):
+    """`{group: sorted kept positions}` for every group (all of them where `keep` leaves a
+    group out), checked."""
     by_name = {g.name: g for g in groups}
     unknown = sorted(set(keep) - set(by_name))
     if unknown:
         raise ChannelGraphError(f"Unknown channel groups {unknown}; the model's groups are "
                                 f"{sorted(by_name)}.")
-    dropped = set()
-    for name, positions in keep.items():
-        group = by_name[name]
-        positions = sorted({int(p) for p in positions})
+    checked = {}
+    for group in groups:
+        positions = sorted({int(p) for p in keep.get(group.name, range(group.width))})
         if not positions:
             raise ChannelGraphError(
-                f"Channel group {name!r} would keep none of its {group.width} channels; "
+                f"Channel group {group.name!r} would keep none of its {group.width} channels; "
                 "every group keeps at least one (lower the threshold or the target's "
                 "reduction).")
         if positions[0] < 0 or positions[-1] >= group.width:
-            raise ChannelGraphError(f"Channel group {name!r} has {group.width} channels; "
-                                    f"positions {positions} are out of range.")
+            raise ChannelGraphError(f"Channel group {group.name!r} has {group.width} "
+                                    f"channels; positions {positions} are out of range.")
         if group.fixed and len(positions) != group.width:
-            raise ChannelGraphError(f"Channel group {name!r} reaches the model's input or "
-                                    "output (the classes) and keeps all its channels.")
-        kept = set(positions)
-        dropped.update(t for i, t in enumerate(group.tied) if i not in kept)
-    return dropped
+            raise ChannelGraphError(f"Channel group {group.name!r} reaches the model's input "
+                                    "or output (the classes) and keeps all its channels.")
+        checked[group.name] = positions
+    return checked
 
 
 def resize(model, keep, grow=None, seed=None, name=None):
@@ -67,13 +66,11 @@ def resize(model, keep, grow=None, seed=None, name=None):
     graph = channel_graph(model)
     groups = graph.groups()
     grow = grow or {}
-    _dropped(graph, groups, keep)  # checks the names and positions
+    keep = _checked_keep(groups, keep)
     unknown = sorted(set(grow) - {g.name for g in groups if not g.fixed})
     if unknown:
         raise ChannelGraphError(f"Cannot grow channel groups {unknown}: they are not "
                                 "resizable groups of the model.")
-    keep = {g.name: sorted({int(p) for p in keep.get(g.name, range(g.width))})
-            for g in groups}
     extra = {g.name: int(grow.get(g.name, 0)) for g in groups}
     widths = {p: len(keep[g.name]) + extra[g.name] for g in groups for p in g.producers}
 

@@ -249,7 +249,7 @@ def epochs(make_epoch, first, last):
 
 def search_schedule(train, arch, alternation="step", arch_every=1):
     """Tags batches with the update they drive: `(x, y, 0)` weights, `(x, y, 1)` architecture
-(the phase repeated for every example of the batch).
+    (the phase repeated for every example of the batch).
 
     `"step"`: after every `arch_every` batches of `train`, one architecture
     batch from `arch` (repeated as needed); 1 is DARTS and NNI's ProxylessNAS,
