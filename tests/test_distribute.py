@@ -162,3 +162,24 @@ def test_bad_distribute_input_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match=f"logical_cpus is {have + 1}, but TensorFlow "
                                           f"started with {have} CPU devices"):
         distribute.strategy({"strategy": "mirrored", "logical_cpus": have + 1})
+
+
+def test_multi_worker_without_a_run_directory_is_refused_before_anything_runs(
+        tmp_path, monkeypatch, capsys):
+    # Checked before the strategy is made and before anything is written (in this process:
+    # no cluster is started).
+    from tfnas import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+         "task": {"type": "worker", "index": 0}}))
+    cli.FLAGS.unparse_flags()
+    code = cli.main(cli.FLAGS(["tfnas", "search", "--config", QUICKSTART, "--strategy",
+                               "multi_worker"]))
+    cli.FLAGS.unparse_flags()
+    assert code == 2 and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err.strip() == (
+        "tfnas search: error: distribute.strategy 'multi_worker' needs --run_dir: every "
+        "worker of the cluster names the same run.")
+

@@ -170,9 +170,6 @@ def _run_path(config, command):
 
     if config["distribute"]["strategy"] != "multi_worker":
         return FLAGS.run_dir or default_path(config["name"], command), False
-    if not FLAGS.run_dir:
-        raise UsageError("distribute.strategy 'multi_worker' needs --run_dir: every worker "
-                         "of the cluster names the same run.")
     if distribute.is_chief():
         return FLAGS.run_dir, False
     path = f"{FLAGS.run_dir.rstrip(os.sep)}.worker-{distribute.task_index()}"
@@ -235,6 +232,10 @@ def _main(command):
 
     _check_flags(command)
     config = _config()
+    if config["distribute"]["strategy"] == "multi_worker" and not FLAGS.run_dir:
+        # Before the strategy is made: every worker of the cluster must name the same run.
+        raise UsageError("distribute.strategy 'multi_worker' needs --run_dir: every worker "
+                         "of the cluster names the same run.")
     verbose = _fit_verbosity()
     # Every input is read and checked before the run directory is touched.
     inputs = [FLAGS.config, FLAGS.architecture, FLAGS.inherit_from, FLAGS.model, *FLAGS.runs]
