@@ -6,6 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from tfnas import determinism  # noqa: E402
+
+# As `tfnas` runs by default ("deterministic": true): without Grappler's memory optimizer.
+determinism.configure(True)
+
 # A GRUNAS space small enough to search in seconds on a CPU.
 TINY_SPACE = {"widths": [[12, 24], [24, 24], [24, 48], [48, 48]], "candidates": [1, 2, 4]}
 

@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 # parsing do not load TensorFlow.
 _LAZY = {"Architecture": "tfnas.architecture", "ArchitectureError": "tfnas.architecture",
          "SearchModel": "tfnas.search_model", "build_model": "tfnas.builder",
-         "data": "tfnas.data", "get_space": "tfnas.spaces"}
+         "data": "tfnas.data", "determinism": "tfnas.determinism",
+         "get_space": "tfnas.spaces"}
+_MODULES = ("data", "determinism")
 __all__ = sorted(_LAZY)
 
 
@@ -19,7 +21,7 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'tfnas' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if name == "data" else getattr(module, name)
+    return module if name in _MODULES else getattr(module, name)
 
 
 def __dir__():

@@ -17,6 +17,10 @@ from tfnas.errors import ConfigError  # noqa: F401  (raised by every config chec
 DEFAULTS = {
     "name": "run",
     "seed": 0,
+    # Same seed, bit-identical run: traced steps leave out Grappler's memory optimizer,
+    # whose reordered gradient sums differ run to run (tfnas.determinism). false:
+    # TensorFlow's default.
+    "deterministic": True,
     "data": {
         "dataset": "bundled",   # "bundled" or a tfds name ("cifar10", "cifar100", ...)
         "data_dir": None,
@@ -173,6 +177,7 @@ EXPORT_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dyn
 SCHEMA = _object({
     "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
     "seed": _integer(0),
+    "deterministic": _BOOLEAN,
     "data": _object({
         "dataset": {"type": "string", "minLength": 1},
         "data_dir": {"type": ["string", "null"]},

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from tfnas import data as data_lib
-from tfnas import distribute
+from tfnas import determinism, distribute
 from tfnas.architecture import Architecture, ArchitectureError, count_parameters
 from tfnas.backup import TrainingBackup
 from tfnas.builder import build_model
@@ -87,7 +87,9 @@ def prepare(config):
     rule) and the training optimizer is built once, so that a bad value in
     an open section is an error before a run starts.
     """
-    # First: a multi-worker strategy, or logical CPUs, must come before TensorFlow runs.
+    # First: threads, a multi-worker strategy and logical CPUs must be set before
+    # TensorFlow's runtime starts.
+    determinism.configure(config["deterministic"])
     distribute.strategy(config["distribute"])
     try:
         make_optimizer(config["train"]["optimizer"], 1)
