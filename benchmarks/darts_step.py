@@ -52,9 +52,11 @@ def measure(args):
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from tfnas import determinism  # pylint: disable=import-outside-toplevel
     from tfnas.search_model import SearchModel  # pylint: disable=import-outside-toplevel
     from tfnas.spaces import get_space  # pylint: disable=import-outside-toplevel
 
+    determinism.configure(args.deterministic)  # as a tfnas run sets it
     keras.utils.set_random_seed(0)
     savers = {k: args.bottleneck if v is None else v for k, v in SAVERS[args.variant].items()}
     space = get_space("darts", {"filters": args.filters, "cells": args.cells,
@@ -91,7 +93,8 @@ def measure(args):
         keras.ops.convert_to_numpy(next(iter(out.values())))
         times.append(time.perf_counter() - start)
     print(json.dumps({
-        "variant": args.variant, "step_s": float(np.median(times)),
+        "variant": args.variant, "deterministic": bool(args.deterministic),
+        "step_s": float(np.median(times)),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
         "tf_peak_gb": tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2 ** 30,
         "weights": sum(int(np.prod(v.shape)) for v in model.weight_variables),
@@ -101,7 +104,8 @@ def measure(args):
 def run_child(args, variant):
     cmd = [sys.executable, __file__, "--child", variant, "--filters", str(args.filters),
            "--cells", str(args.cells), "--batch", str(args.batch), "--size", str(args.size),
-           "--steps", str(args.steps), "--bottleneck", str(args.bottleneck)]
+           "--steps", str(args.steps), "--bottleneck", str(args.bottleneck),
+           "--deterministic", str(int(args.deterministic))]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -114,6 +118,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--deterministic", type=int, choices=[0, 1], default=1,
+                        help="1: as tfnas runs by default (tfnas.determinism); 0: "
+                             "TensorFlow's default graph optimizations")
     parser.add_argument("--bottleneck", type=int, default=4,
                         help="the channel bottleneck's ratio (DCA-NAS leaves it unstated; "
                              "PC-DARTS, which it builds on, samples 1/4 of the channels)")

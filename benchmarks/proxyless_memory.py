@@ -14,8 +14,9 @@ Variants: `derived` (plain Keras model of one architecture), `binary_weight`
 (weight step: one sampled path), `binary_arch` (architecture step: sampled
 path + forward-only outputs of the candidates for the gate gradients),
 `binary_search` (one search step: a weight step and an architecture step,
-timed together), `binary_weight_fast` (the weight step with `"reproducible": false`: the
-candidate switch lowered to Switch/Merge, faster, not bit-identical run to run),
+timed together), all three with `"reproducible": true` (the candidate runs as a function
+call), `binary_weight_fast` (the weight step with the candidate switch lowered to
+Switch/Merge, the default),
 `softmax_weight` (DARTS-style supernet, every candidate runs).
 
     python benchmarks/proxyless_memory.py                # scope m, CIFAR stem, width 0.25
@@ -65,7 +66,7 @@ def measure(args):
     else:
         mixing = {"softmax_weight": "softmax",
                   "binary_weight_fast": {"type": "binary", "reproducible": False}}.get(
-                      args.variant, "binary")
+                      args.variant, {"type": "binary", "reproducible": True})
         model = SearchModel(space.build_supernet(mixing))
         model.compile(optimizer=sgd,
                       arch_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.0, beta_2=0.999))

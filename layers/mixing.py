@@ -33,15 +33,16 @@ def add_gumbel_noise(logits, seed_generator):
     return logits - ops.log(-ops.log(uniform))
 
 
-def run_candidate(index, candidates, inputs, training=None, reproducible=True):
+def run_candidate(index, candidates, inputs, training=None, reproducible=False):
     """`candidates[index](inputs)`, running only that candidate, so one traced step serves
     every path: a graph `Case`, as `keras.ops.switch` builds.
 
-    `reproducible=True` keeps the `Case` one function call. `keras.ops.switch` lets
-    TensorFlow lower it to Switch/Merge ops, which is faster, but then a CPU backward pass
-    through it differs in the last bits from run to run under parallel op execution, and a
-    search drifts apart (a bit-identical resume fails). Measured costs are in
-    benchmarks/README.md (`enas_step.py`).
+    By default TensorFlow lowers the `Case` to Switch/Merge ops, as for `keras.ops.switch`.
+    `reproducible=True` keeps it one function call instead, which is slower (1.2x to 1.6x
+    an ENAS child step, `benchmarks/enas_step.py`). Both forms give bit-identical steps
+    from run to run with `tfnas.determinism` (a tfnas run's default); without it the
+    lowered form's backward pass differed in the last bits, the function call's did not,
+    which is what `reproducible` was for.
 
     Example:
 

@@ -36,7 +36,7 @@ def _search(path, *overrides, resume=False):
 
 def test_one_traced_step_serves_every_sampled_architecture(tmp_path, capsys):
     (arch, supernet), run = _search(tmp_path / "run", "search.trials=9")
-    assert "reproducible is false" not in capsys.readouterr().out  # the default is exact
+    assert "deterministic is false" not in capsys.readouterr().out  # the default is exact
     trials = json.load(open(run.file("logs", "trials.json"), encoding="utf-8"))
     assert len(trials) == 9 and all(t["status"] == "COMPLETED" for t in trials)
     assert len({json.dumps(t["choices"], sort_keys=True) for t in trials}) > 1

@@ -38,8 +38,10 @@ class EnasSearch(SupernetMethod):
         "trials": 300,           # architectures the controller samples (keras-tuner trials)
         "child_steps": 10,       # weight steps of the shared supernet per sampled architecture
         "controller": {},        # EnasOracle arguments (default: the released ENAS settings)
-        # bit-identical child steps run to run (resume, seeds); false: faster, not exact
-        "reproducible": True,
+        # true: each mixed op's chosen candidate runs as a function call, not the faster
+        # lowered switch (tfnas.layers.mixing.run_candidate); both are exact with
+        # "deterministic": true
+        "reproducible": False,
         "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
                       "weight_decay": 1e-4, "schedule": "cosine"},
     }
@@ -182,7 +184,7 @@ class EnasSearch(SupernetMethod):
         """The supernet and optimizer as they were after the last saved trial; trials the
         oracle ended after that save are replayed (the oracle has their rewards already), so
         a resumed search trains what an uninterrupted one would, bit for bit (with
-        `search.reproducible`, the default)."""
+        `deterministic`, the default)."""
         state, _ = self._paths(run_path)
         saved = 0
         if os.path.exists(state):
@@ -213,10 +215,9 @@ class EnasSearch(SupernetMethod):
         print(f"== search: ENAS, {s['trials']} sampled architectures of the "
               f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
               f"{s['child_steps']} shared-weight steps each")
-        if not s["reproducible"]:
-            print("   note: search.reproducible is false: faster child steps whose results "
-                  "can differ in the last bits run to run, so a resumed or repeated search "
-                  "can drift from this one")
+        if not self.config["deterministic"]:
+            print("   note: deterministic is false: child steps can differ in the last bits "
+                  "run to run, so a resumed or repeated search can drift from this one")
         tuner.search(verbose=min(verbose, 1))
         values = tuner.oracle.most_likely_values()
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
