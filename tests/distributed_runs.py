@@ -1,6 +1,6 @@
 """Searches, retrains and compacts on one replica, then on two (MirroredStrategy over two
-logical CPUs), in one process, and tries an ENAS search on two; writes what each gave as JSON
-(tests/test_distribute.py).
+logical CPUs), in one process, and runs ENAS, binary-gate and keras-tuner searches on both;
+writes what each gave as JSON (tests/test_distribute.py).
 
     python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
 """
@@ -28,8 +28,13 @@ def _rows(path):
 # Compaction: a ResNet-8 baseline trained one epoch, one epoch of group lasso, the cut.
 COMPACTION = ["space.config.depth=8", "search.baseline_epochs=1", "search.group_lasso.epochs=1",
               "data.limit=64", "data.batch_size=32"]
-# ENAS runs one path per step, which tf.distribute cannot replicate: refused, before a step.
+# Searches that run one path per step: ENAS (4 trials), binary gates (2 epochs); and ENAS
+# with the function-call form, which is refused on two replicas.
 ENAS = ["search.method=enas", "search.trials=4", "search.child_steps=2"]
+BINARY = ['search.mixing={"type": "binary"}', "search.epochs=2", "search.warmup_epochs=0"]
+# keras-tuner trials: two random architectures, one epoch each.
+TUNER = ["search.method=tuner", 'search.tuner={"type": "random", "max_trials": 2}',
+         "search.trial_epochs=1"]
 
 
 def main(out, overrides):
@@ -55,13 +60,24 @@ def main(out, overrides):
             "choices": arch.choices, "macs": arch.metadata["macs"],
             "history": [_rows(run.file("logs", f"{stage}_history.csv"))
                         for stage in ("baseline", "group_lasso")]}
+        for name, settings in (("enas", ENAS), ("binary", BINARY), ("tuner", TUNER)):
+            config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
+                "distribute.logical_cpus=2", f"distribute.strategy={strategy}", *settings])
+            run = RunDirectory(os.path.join(out, f"{name}_{strategy}"))
+            arch, _ = pipeline.search(config, run, verbose=0, prepared=pipeline.prepare(config))
+            results[f"{name}_{strategy}"] = {"choices": arch.choices,
+                                             "probabilities": arch.probabilities}
+            if name != "binary":
+                with open(run.file("logs", "trials.json"), encoding="utf-8") as f:
+                    results[f"{name}_{strategy}"]["trials"] = json.load(f)
     config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
-        "distribute.logical_cpus=2", "distribute.strategy=mirrored", *ENAS])
+        "distribute.logical_cpus=2", "distribute.strategy=mirrored", *ENAS,
+        "search.reproducible=true"])
     try:
-        pipeline.search(config, RunDirectory(os.path.join(out, "enas")), verbose=0,
+        pipeline.search(config, RunDirectory(os.path.join(out, "enas_call")), verbose=0,
                         prepared=pipeline.prepare(config))
     except DistributionError as err:
-        results["enas_refused"] = str(err)
+        results["enas_call_refused"] = str(err)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f)
 

@@ -53,14 +53,30 @@ def unscale_loss(value):
 
 
 def synchronize_batch_norms(model):
-    """Makes every batch normalization of `model` compute its statistics over the global
+    """Makes the batch normalizations of `model` compute their statistics over the global
     batch when training on several replicas (Keras's `synchronized=True`); a no-op on
-    one. Returns `model`."""
+    one. Returns `model`.
+
+    Those inside the candidates of mixed ops that run one candidate per step (ENAS's
+    chosen path, binary gates) keep per-replica statistics: the candidate runs in a
+    graph conditional, and the all-reduce of a synchronized batch norm cannot sit in
+    one (`merge_call` inside control flow)."""
     if replicas() > 1:
+        inside = {id(layer) for layer in _one_path_layers(model)}
         for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
-            if isinstance(layer, keras.layers.BatchNormalization):
+            if isinstance(layer, keras.layers.BatchNormalization) and id(layer) not in inside:
                 layer.synchronized = True
     return model
+
+
+def _one_path_layers(model):
+    """The layers inside candidates of `model`'s mixed ops that run one candidate per step."""
+    from tfnas.layers.mixed_op import mixed_ops  # pylint: disable=import-outside-toplevel
+
+    for op in mixed_ops(model):
+        if op.mixing.partial_execution:
+            for candidate in op.candidates:
+                yield from candidate._flatten_layers(include_self=True)  # pylint: disable=protected-access
 
 
 class DistributionError(TfnasError, ValueError):
@@ -68,21 +84,20 @@ class DistributionError(TfnasError, ValueError):
 
 
 def check_replicable(model):
-    """Refuses a supernet whose mixed ops run one candidate per step (ENAS's chosen path,
-    binary gates) on several replicas: the candidate is picked by a graph conditional
-    whose branches TensorFlow places on one device, so it does not run in each
-    replica (and a synchronized batch norm's collective cannot sit in it)."""
+    """Refuses, on several replicas, mixed ops that run their one candidate per step as a
+    function call (`"reproducible": true`): TensorFlow places that call's captured
+    variables on one device. The default lowered switch runs in every replica."""
     if replicas() == 1:
         return
     from tfnas.layers.mixed_op import mixed_ops  # pylint: disable=import-outside-toplevel
 
     rules = sorted({type(op.mixing).__name__ for op in mixed_ops(model)
-                    if op.mixing.partial_execution})
+                    if op.mixing.partial_execution and getattr(op.mixing, "reproducible", False)})
     if rules:
         raise DistributionError(
-            f"The supernet's mixed ops run one candidate per step ({', '.join(rules)}), which "
-            "does not run across replicas under tf.distribute; search on one device "
-            "(distribute.strategy null), then train the derived network with --strategy.")
+            f"The supernet's mixed ops ({', '.join(rules)}) run their candidate as a function "
+            "call (\"reproducible\": true), which does not run across replicas under "
+            "tf.distribute; set \"reproducible\": false (the default), or search on one device.")
 
 
 def is_chief():

@@ -148,7 +148,7 @@ def search(config, run, verbose=2, prepared=None):
         print(f"Resuming {run.path}: the search is complete, loading it.")
         return Architecture.load(run.file("architecture.json")), method.load(run.path)
     keras.utils.set_random_seed(config["seed"])
-    with distribute.scope(config["distribute"]):
+    with method.distribution_scope():
         arch, searched = method.search(run, verbose=verbose)
     arch.save(run.file("architecture.json"), overwrite=True)
     run.finish_stage("search")

@@ -65,6 +65,13 @@ class SearchMethod:
         """
         raise NotImplementedError
 
+    def distribution_scope(self):
+        """The context `search` runs in: the scope of the config's tf.distribute strategy.
+        A method whose library enters the strategy itself returns a null context."""
+        from tfnas import distribute  # pylint: disable=import-outside-toplevel
+
+        return distribute.scope(self.config["distribute"])
+
     def load(self, run_path):
         """`searched` of the finished search in `run_path` (None if the method keeps none)."""
         del run_path

@@ -11,6 +11,7 @@ a space is the baseline every NAS result needs; `"enas"` runs the ENAS
 controller (`tfnas.tuners.EnasOracle`) as the oracle, without weight sharing.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -20,6 +21,8 @@ import keras
 from tfnas import schema
 from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost, count_parameters
+from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas.distribute import synchronize_batch_norms
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
@@ -194,7 +197,15 @@ class TunerSearch(SearchMethod):
                            max_consecutive_failed_trials=10 ** 6)
         # The tuner builds a model once to learn the space; constraints apply to trials.
         hypermodel.trials_started = True
+        # keras-tuner enters the strategy around each trial's build and fit (its
+        # `distribution_strategy`), after clearing Keras's session between trials.
+        tuner.distribution_strategy = distribute.strategy(self.config["distribute"])
         return tuner
+
+    def distribution_scope(self):
+        # A scope around the whole search would not survive the session clearing that
+        # keras-tuner does between trials: the tuner enters the strategy itself.
+        return contextlib.nullcontext()
 
     def search(self, run, verbose=2):
         prepared, s = self.prepared, self.section
@@ -207,8 +218,8 @@ class TunerSearch(SearchMethod):
               f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
               f"{s['trial_epochs']} epochs per trial, {prepared.splits.sizes['train']} + "
               f"{prepared.splits.sizes['val']} images")
-        tuner.search(prepared.batches("train", True), epochs=s["trial_epochs"],
-                     validation_data=prepared.batches("val", False),
+        # The training batches are made per trial in HyperModel.fit, epoch by epoch.
+        tuner.search(epochs=s["trial_epochs"], validation_data=prepared.batches("val", False),
                      verbose=min(verbose, 1))
         trials = self._trial_records(tuner)
         seconds = round(before + time.time() - start, 1)
@@ -295,11 +306,23 @@ def _hypermodel(method):
                           metrics=["accuracy"])
             return model
 
-        def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        def fit(self, hp, model, *args, callbacks=None, epochs=1, initial_epoch=0, **kwargs):
+            # Each epoch's batches are a function of (seed, epoch), as in every tfnas
+            # stage: a reshuffling dataset would give a trial other batches when run
+            # again, resumed (Hyperband's later brackets) or distributed.
+            del args  # tuner.search passes no training data
+            prepared = method.prepared
+            train = data_lib.epochs(lambda e: prepared.batches("train", True, epoch=e),
+                                    initial_epoch, max(epochs, initial_epoch + 1))
             callbacks = list(callbacks or [])
             if method.section["constraints"]["mode"] == "penalty":
                 callbacks.insert(0, _Score(self.penalty))
-            return synchronize_batch_norms(model).fit(*args, callbacks=callbacks, **kwargs)
+            # keras-tuner calls this outside the strategy's scope; the model holds it.
+            with model.distribute_strategy.scope():
+                synchronize_batch_norms(model)
+            return model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
+                             steps_per_epoch=prepared.steps("train"), callbacks=callbacks,
+                             **kwargs)
 
     return HyperModel()
 
