@@ -10,9 +10,10 @@ in parallel, and from process to process, so the sum differs in the last bits. T
 smallest graph found is four residual branches `relu(h + bn(conv(bn(conv(h)))))`
 summed, 64x18x18x96 (`benchmarks/determinism.py`): 4 to 13 distinct gradients in 40
 calls of one traced function, and a different one in each new process, in
-TensorFlow 2.21 with oneDNN on or off, with one inter-op or intra-op thread, and
-with `enable_op_determinism()`. The quickstart's supernet contains that pattern,
-so two searches with one seed drifted apart from their first epoch.
+TensorFlow 2.21, also with oneDNN off, one intra-op thread or
+`enable_op_determinism()`; one inter-op thread makes the calls of one process agree,
+not two processes. The quickstart's supernet contains that pattern, so two searches
+with one seed drifted apart from their first epoch.
 
 `configure(True)` (`"deterministic": true` in a config, the default; `tfnas` calls
 it before a run) turns the memory optimizer off for functions traced from then on;
