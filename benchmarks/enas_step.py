@@ -3,8 +3,9 @@
 The supernet is built with the `"chosen"` mixing rule (the path is a variable; one candidate
 runs in a graph `Case`, the others' weights and optimizer slots are held); every round sets a
 new random path, without retracing. It is timed in both forms of the `Case`: `reproducible`
-(one function call, `"reproducible": true`) and `fast` (lowered to Switch/Merge, the default). The derived network is the plain Keras model of the same path,
-trained by `train_on_batch`. The three steps run side by side, interleaved round by round; the
+(one function call, `"reproducible": true`) and `fast` (lowered to Switch/Merge, the
+default). The derived network is the plain Keras model of the same path, trained by
+`train_on_batch`. The three steps run side by side, interleaved round by round; the
 ratios of medians are printed as one JSON line.
 
     python benchmarks/enas_step.py [--batch 64] [--rounds 20] [--config configs/grunas_enas.json]
