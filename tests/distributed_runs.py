@@ -1,6 +1,6 @@
 """Searches, retrains and compacts on one replica, then on two (MirroredStrategy over two
-logical CPUs), in one process, and runs ENAS, binary-gate and keras-tuner searches on both;
-writes what each gave as JSON (tests/test_distribute.py).
+logical CPUs), in one process, and runs DCA-NAS, ENAS, binary-gate and keras-tuner searches
+on both; writes what each gave as JSON (tests/test_distribute.py).
 
     python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
 """
@@ -32,6 +32,10 @@ COMPACTION = ["space.config.depth=8", "search.baseline_epochs=1", "search.group_
 # with the function-call form, which is refused on two replicas.
 ENAS = ["search.method=enas", "search.trials=4", "search.child_steps=2"]
 BINARY = ['search.mixing={"type": "binary"}', "search.epochs=2", "search.warmup_epochs=0"]
+# DCA-NAS: NAS-Bench-201 cells under a Lagrangian budget, one weight and one architecture
+# step (a longer search drifts by float differences, a few 1e-4 after 8 steps).
+DCA = ["data.limit=32", "search.epochs=1", "search.warmup_epochs=0",
+       "search.penalty.budget=25000"]
 # keras-tuner trials: two random architectures, one epoch each.
 TUNER = ["search.method=tuner", 'search.tuner={"type": "random", "max_trials": 2}',
          "search.trial_epochs=1"]
@@ -60,6 +64,12 @@ def main(out, overrides):
             "choices": arch.choices, "macs": arch.metadata["macs"],
             "history": [_rows(run.file("logs", f"{stage}_history.csv"))
                         for stage in ("baseline", "group_lasso")]}
+        config = load_config(os.path.join(ROOT, "configs", "nasbench201_dca_cpu.json"),
+                             DCA + ["distribute.logical_cpus=2", "data.batch_size=32",
+                                    f"distribute.strategy={strategy}"])
+        run = RunDirectory(os.path.join(out, f"dca_{strategy}"))
+        pipeline.search(config, run, verbose=0, prepared=pipeline.prepare(config))
+        results[f"dca_{strategy}"] = _rows(run.file("logs", "search_history.csv"))
         for name, settings in (("enas", ENAS), ("binary", BINARY), ("tuner", TUNER)):
             config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
                 "distribute.logical_cpus=2", f"distribute.strategy={strategy}", *settings])

@@ -69,6 +69,15 @@ def test_two_replicas_compact_like_one(replicas):
                                    _losses(b, ("loss", "accuracy", "regularizer")), rtol=1e-3)
 
 
+def test_a_lagrangian_search_on_two_replicas_steps_like_one(replicas):
+    one, two = replicas["dca_null"], replicas["dca_mirrored"]
+    np.testing.assert_allclose(_losses(two, ("loss", "arch_loss", "lagrange_multiplier",
+                                             "expected_cost")),
+                               _losses(one, ("loss", "arch_loss", "lagrange_multiplier",
+                                             "expected_cost")), rtol=1e-5)
+    assert float(one[0]["lagrange_multiplier"]) > 0  # the budget is violated: λ rose
+
+
 def test_one_path_and_tuner_searches_run_on_two_replicas(replicas):
     # Batch norms inside the one-path candidates keep per-replica statistics (a collective
     # cannot sit in the conditional that picks the candidate), so the runs agree only
