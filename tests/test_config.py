@@ -113,6 +113,7 @@ def test_bad_values_are_rejected(override, message):
     ("name=/tmp/x", "not a path; pass --run_dir"),
     ("search.plot_blocks=unit_1", "search.plot_blocks: 'unit_1' is not of type 'array', 'null'"),
     ("train.inherit=1", "train.inherit: 1 is not of type 'boolean'"),
+    ("deterministic=maybe", "deterministic: 'maybe' is not of type 'boolean'"),
 ])
 def test_every_bad_value_is_a_one_line_config_error(override, message):
     with pytest.raises(ConfigError) as err:

@@ -212,4 +212,3 @@ def test_multi_worker_without_a_run_directory_is_refused_before_anything_runs(
     assert capsys.readouterr().err.strip() == (
         "tfnas search: error: distribute.strategy 'multi_worker' needs --run_dir: every "
         "worker of the cluster names the same run.")
-

@@ -133,8 +133,8 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrup
     assert _rows(run_dir / "logs" / "search_history.csv") == rows
 
 
-# The quickstart's full supernet (six blocks, up to 96 channels) on 640 images: TensorFlow's
-# parallel graph ops made its traced steps differ run to run (tfnas.determinism).
+# The quickstart's full supernet (six blocks, up to 96 channels) on 640 images: Grappler's
+# memory optimizer made its traced steps differ run to run (tfnas.determinism).
 FULL_SIZE = ["--set", "search.epochs=1", "--set", "search.warmup_epochs=0", "--set",
              "data.limit=640", "--verbose=0"]
 

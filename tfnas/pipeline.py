@@ -87,8 +87,8 @@ def prepare(config):
     rule) and the training optimizer is built once, so that a bad value in
     an open section is an error before a run starts.
     """
-    # First: threads, a multi-worker strategy and logical CPUs must be set before
-    # TensorFlow's runtime starts.
+    # First: determinism applies to functions traced after it; a multi-worker strategy
+    # and logical CPUs must exist before TensorFlow's runtime starts.
     determinism.configure(config["deterministic"])
     distribute.strategy(config["distribute"])
     try:

@@ -18,12 +18,10 @@ import time
 
 import keras
 
-from tfnas import schema
+from tfnas import data as data_lib
+from tfnas import distribute, schema
 from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost, count_parameters
-from tfnas import data as data_lib
-from tfnas import distribute
-from tfnas.distribute import synchronize_batch_norms
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
 from tfnas.methods.base import SearchMethod, prefixed, register_method
@@ -319,7 +317,7 @@ def _hypermodel(method):
                 callbacks.insert(0, _Score(self.penalty))
             # keras-tuner calls this outside the strategy's scope; the model holds it.
             with model.distribute_strategy.scope():
-                synchronize_batch_norms(model)
+                distribute.synchronize_batch_norms(model)
             return model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
                              steps_per_epoch=prepared.steps("train"), callbacks=callbacks,
                              **kwargs)
