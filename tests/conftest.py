@@ -90,3 +90,34 @@ def assert_trains_and_exports(model, tmp_path, ops, qat=True):
     qat, _, _ = quantize.train_and_convert(model, data, str(tmp_path / "qat.tflite"), epochs=0,
                                            representative_data=[x], calibration_steps=16)
     assert deploy.interpreter(qat).get_input_details()[0]["dtype"] == np.int8
+
+
+def replica_runs(out, group, overrides):
+    """What `tests/distributed_runs.py` gives for `group` run on one and on two replicas."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(root, "tests", "distributed_runs.py"),
+                             str(out), group, *overrides], capture_output=True, text=True,
+                            cwd=root, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def history_rows(path):
+    """The rows of a Keras CSV log as dicts."""
+    import csv  # pylint: disable=import-outside-toplevel
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def loss_columns(rows, keys=("loss", "cross_entropy", "arch_loss", "accuracy",
+                             "expected_cost")):
+    """The columns `keys` (those present) of log rows as a float array."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    return np.array([[float(r[k]) for k in keys if k in r] for r in rows])

@@ -1,8 +1,10 @@
-"""Searches, retrains and compacts on one replica, then on two (MirroredStrategy over two
-logical CPUs), in one process, and runs DCA-NAS, ENAS, binary-gate and keras-tuner searches
-on both; writes what each gave as JSON (tests/test_distribute.py).
+"""Runs on one replica, then on two (MirroredStrategy over two logical CPUs), in one
+process, and writes what each gave as JSON. Group `searches`: a search with retraining, and
+a compaction (tests/test_distribute.py); group `methods`: DCA-NAS, ENAS, binary-gate and
+keras-tuner searches (tests/test_distribute_methods.py). Two groups, so that the suite's
+two workers share them.
 
-    python tests/distributed_runs.py OUT_DIR KEY=VALUE ...
+    python tests/distributed_runs.py OUT_DIR {searches,methods} KEY=VALUE ...
 """
 
 import csv
@@ -41,7 +43,12 @@ TUNER = ["search.method=tuner", 'search.tuner={"type": "random", "max_trials": 2
          "search.trial_epochs=1"]
 
 
-def main(out, overrides):
+def _write(out, results):
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f)
+
+
+def searches(out, overrides):
     results = {}
     for strategy in ("null", "mirrored"):
         config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
@@ -64,6 +71,12 @@ def main(out, overrides):
             "choices": arch.choices, "macs": arch.metadata["macs"],
             "history": [_rows(run.file("logs", f"{stage}_history.csv"))
                         for stage in ("baseline", "group_lasso")]}
+    _write(out, results)
+
+
+def methods(out, overrides):
+    results = {}
+    for strategy in ("null", "mirrored"):
         config = load_config(os.path.join(ROOT, "configs", "nasbench201_dca_cpu.json"),
                              DCA + ["distribute.logical_cpus=2", "data.batch_size=32",
                                     f"distribute.strategy={strategy}"])
@@ -88,9 +101,8 @@ def main(out, overrides):
                         prepared=pipeline.prepare(config))
     except DistributionError as err:
         results["enas_call_refused"] = str(err)
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f)
+    _write(out, results)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    {"searches": searches, "methods": methods}[sys.argv[2]](sys.argv[1], sys.argv[3:])

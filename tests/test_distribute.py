@@ -1,11 +1,10 @@
 """tf.distribute: two replicas and two worker processes search and retrain what one does.
 
-The two-replica run is MirroredStrategy over two logical CPU devices; the two
-workers are `tfnas search` processes on 127.0.0.1 under MultiWorkerMirroredStrategy
+The two-replica run is MirroredStrategy over two logical CPU devices (the other
+methods: tests/test_distribute_methods.py); the two workers are `tfnas search` processes on 127.0.0.1 under MultiWorkerMirroredStrategy
 (TF_CONFIG), one of them killed with SIGKILL and the cluster restarted.
 """
 
-import csv
 import json
 import os
 import signal
@@ -17,6 +16,10 @@ import time
 import numpy as np
 import pytest
 
+from conftest import history_rows as _rows
+from conftest import loss_columns as _losses
+from conftest import replica_runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
 # A global batch of 32: 2 weight and 2 architecture batches per search epoch, two blocks
@@ -25,24 +28,9 @@ SMALL = ["search.epochs=2", "search.warmup_epochs=0", "train.epochs=1", "data.li
          "data.batch_size=32", "space.config.widths=[[12,24],[24,24]]", "export.formats=[]"]
 
 
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _losses(rows, keys=("loss", "cross_entropy", "arch_loss", "accuracy", "expected_cost")):
-    return np.array([[float(r[k]) for k in keys if k in r] for r in rows])
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory):
-    out = tmp_path_factory.mktemp("replicas")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_runs.py"),
-                             str(out), *SMALL], capture_output=True, text=True, cwd=ROOT,
-                            timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(out / "results.json", encoding="utf-8") as f:
-        return json.load(f)
+    return replica_runs(tmp_path_factory.mktemp("replicas"), "searches", SMALL)
 
 
 def test_two_replicas_search_and_retrain_like_one(replicas):
@@ -67,43 +55,6 @@ def test_two_replicas_compact_like_one(replicas):
     for a, b in zip(two["history"], one["history"]):
         np.testing.assert_allclose(_losses(a, ("loss", "accuracy", "regularizer")),
                                    _losses(b, ("loss", "accuracy", "regularizer")), rtol=1e-3)
-
-
-def test_a_lagrangian_search_on_two_replicas_steps_like_one(replicas):
-    one, two = replicas["dca_null"], replicas["dca_mirrored"]
-    np.testing.assert_allclose(_losses(two, ("loss", "arch_loss", "lagrange_multiplier",
-                                             "expected_cost")),
-                               _losses(one, ("loss", "arch_loss", "lagrange_multiplier",
-                                             "expected_cost")), rtol=1e-5)
-    assert float(one[0]["lagrange_multiplier"]) > 0  # the budget is violated: λ rose
-
-
-def test_one_path_and_tuner_searches_run_on_two_replicas(replicas):
-    # Batch norms inside the one-path candidates keep per-replica statistics (a collective
-    # cannot sit in the conditional that picks the candidate), so the runs agree only
-    # within that noise: the same sampled architectures and result, rewards of the 32
-    # validation images within two images, probabilities within 1e-2.
-    one, two = replicas["enas_null"], replicas["enas_mirrored"]
-    assert [t["choices"] for t in two["trials"]] == [t["choices"] for t in one["trials"]]
-    assert all(t["status"] == "COMPLETED" for t in two["trials"])
-    np.testing.assert_allclose([t["reward"] for t in two["trials"]],
-                               [t["reward"] for t in one["trials"]], atol=2 / 32 + 1e-6)
-    assert two["choices"] == one["choices"]
-    one, two = replicas["binary_null"], replicas["binary_mirrored"]
-    assert two["choices"] == one["choices"]
-    for block, probs in one["probabilities"].items():
-        np.testing.assert_allclose(two["probabilities"][block], probs, atol=1e-2)
-    # keras-tuner trials: plain networks with synchronized batch norms, so float precision.
-    one, two = replicas["tuner_null"], replicas["tuner_mirrored"]
-    assert [t["choices"] for t in two["trials"]] == [t["choices"] for t in one["trials"]]
-    for a, b in zip(two["trials"], one["trials"]):
-        assert a["metrics"]["loss"] == pytest.approx(b["metrics"]["loss"], rel=1e-4)
-        assert a["metrics"]["val_loss"] == pytest.approx(b["metrics"]["val_loss"], rel=1e-4)
-    assert two["choices"] == one["choices"]
-    assert replicas["enas_call_refused"] == (
-        'The supernet\'s mixed ops (ChosenPathMixing) run their candidate as a function call '
-        '("reproducible": true), which does not run across replicas under tf.distribute; set '
-        '"reproducible": false (the default), or search on one device.')
 
 
 def _free_ports(n):
