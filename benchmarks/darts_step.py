@@ -6,8 +6,9 @@ training batch (`SearchModel`, `alternation: "step"`), the supernet of the
 paper's search (C = 16, 8 cells, 4 nodes), batch 64, 32x32 images. Each
 variant runs in its own process: it builds the search model, runs one step
 to trace it, then times `--steps` more (median) and reports the process's
-peak resident memory (`ru_maxrss`, what NNI's figure is) and the TensorFlow
-CPU allocator's peak. NNI's figures (REFERENCE §7: 32.3 s, 9.4 GB peak RSS,
+peak resident memory (`ru_maxrss`, what NNI's figure is; also as it stood when
+the first steps, which trace, ended) and the TensorFlow CPU allocator's peak
+in the timed steps. NNI's figures (REFERENCE §7: 32.3 s, 9.4 GB peak RSS,
 measured by peers on a 2-core machine like CI, PyTorch 2.13 CPU) cannot be
 rerun here (no PyTorch), so the ratios to them compare runs on two machines
 of one class, not side by side.
@@ -20,8 +21,11 @@ ran before; its ratios to `darts` are why it no longer does), `darts_gumbel`
 DCA-NAS's savers on top of `darts` (space config, `DartsSpace.build_supernet`):
 `dca_shared` (ops computed once per source node), `dca_bottleneck` (ops at
 C/`--bottleneck` channels), `dca_derived` (cells other than the first of each
-kind run their argmax op only), `dca` (all three). The savers' ratios are to
-`darts`, measured side by side in one run.
+kind run their argmax op only), `dca` (all three). `darts_remat` and
+`dca_remat` are `darts` and `dca` with the mixed ops' activations recomputed in
+the backward pass (`SearchModel(rematerialize=True)`, search config
+`search.rematerialize`). Ratios are to `darts`, measured side by side in one
+run.
 
     python benchmarks/darts_step.py
     python benchmarks/darts_step.py --variants darts --batch 32 --steps 2
@@ -37,12 +41,13 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("darts", "darts_one_graph", "darts_gumbel", "dca_shared", "dca_bottleneck",
-            "dca_derived", "dca")
-SAVERS = {"darts": {}, "darts_one_graph": {}, "darts_gumbel": {},
+VARIANTS = ("darts", "darts_remat", "darts_one_graph", "darts_gumbel", "dca_shared",
+            "dca_bottleneck", "dca_derived", "dca", "dca_remat")
+SAVERS = {"darts": {}, "darts_remat": {}, "darts_one_graph": {}, "darts_gumbel": {},
           "dca_shared": {"share_source_ops": True},
           "dca_bottleneck": {"bottleneck": None}, "dca_derived": {"derived_cells": True},
           "dca": {"share_source_ops": True, "bottleneck": None, "derived_cells": True}}
+SAVERS["dca_remat"] = SAVERS["dca"]
 NNI_STEP_S, NNI_PEAK_RSS_GB = 32.3, 9.4
 
 
@@ -64,7 +69,8 @@ def measure(args):
     start = time.perf_counter()
     mixing = ({"type": "gumbel", "temperature": 1.0} if args.variant == "darts_gumbel"
               else "softmax")
-    model = SearchModel(space.build_supernet(mixing))
+    model = SearchModel(space.build_supernet(mixing),
+                        rematerialize=args.variant.endswith("_remat"))
     build_s = time.perf_counter() - start
     # DARTS's search optimizers (train_search.py).
     model.compile(optimizer=keras.optimizers.SGD(0.025, momentum=0.9, weight_decay=3e-4),
@@ -84,6 +90,7 @@ def measure(args):
     for batch in batches:
         step(batch)
     trace_s = time.perf_counter() - start
+    trace_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     tf.config.experimental.reset_memory_stats("CPU:0")
     times = []
     for _ in range(args.steps):
@@ -96,6 +103,7 @@ def measure(args):
         "variant": args.variant, "deterministic": bool(args.deterministic),
         "step_s": float(np.median(times)),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+        "peak_rss_by_trace_end_gb": trace_rss_gb,
         "tf_peak_gb": tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2 ** 30,
         "weights": sum(int(np.prod(v.shape)) for v in model.weight_variables),
         "build_s": round(build_s, 1), "first_steps_s": round(trace_s, 1)}))

@@ -30,6 +30,12 @@ class MixedOp(keras.layers.Layer):
             share one architecture (DARTS, NAS-Bench-201). The op then has no
             `architecture_variables`, `distributions` leaves it out, and it is
             rebuilt by its space's `build_supernet`, not by `from_config`.
+        rematerialize: recompute the candidates' activations in the backward
+            pass instead of keeping them until it (gradient checkpointing,
+            `mixing.rematerialized`): a step keeps one op's activations at a
+            time, for about one more forward pass of compute. Only rules that
+            run every candidate use it. `tfnas.SearchModel(rematerialize=True)`
+            sets it on every op.
 
     Example:
 
@@ -41,8 +47,10 @@ class MixedOp(keras.layers.Layer):
     """
 
     def __init__(self, candidates, mixing="softmax", choices=None,
-                 logits_initializer="zeros", logits_from=None, **kwargs):
+                 logits_initializer="zeros", logits_from=None, rematerialize=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.rematerialize = bool(rematerialize)
         self.candidates = list(candidates)
         if len(self.candidates) < 2:
             raise ValueError(f"{self.name}: a MixedOp needs at least two candidates, "
@@ -95,6 +103,10 @@ class MixedOp(keras.layers.Layer):
         return self.mixing.probabilities(self.logits)
 
     def call(self, inputs, training=None):
+        if self.rematerialize and not self.mixing.partial_execution:
+            return self.mixing.combine(self.logits, self.candidates, inputs,
+                                       training=training, state=self.mixing_state,
+                                       rematerialize=True)
         return self.mixing.combine(self.logits, self.candidates, inputs, training=training,
                                    state=self.mixing_state)
 
@@ -109,6 +121,7 @@ class MixedOp(keras.layers.Layer):
             "choices": self.choices,
             "logits_initializer": keras.initializers.serialize(self.logits_initializer),
             "logits_from": None if self.owns_logits else self._logits_from.name,
+            "rematerialize": self.rematerialize,
         }
 
     @classmethod

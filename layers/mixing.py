@@ -59,6 +59,32 @@ def run_candidate(index, candidates, inputs, training=None, reproducible=False):
                                 lower_using_switch_merge=not reproducible)
 
 
+def rematerialized(f):
+    """`f` under `keras.remat`: the backward pass recomputes its activations instead of
+    keeping them (gradient checkpointing). The recomputation runs in a
+    `keras.StatelessScope`, so batch-norm statistics (any variable `f` assigns) are
+    updated once per step, not twice. `f`'s randomness must come in through its
+    arguments: a draw inside it would differ when recomputed.
+
+    Example:
+
+    >>> layer = keras.layers.Dense(2)
+    >>> y = rematerialized(layer)(keras.ops.ones((1, 3)))
+    >>> tuple(y.shape)
+    (1, 2)
+    """
+    calls = []
+
+    def once(*args):
+        if calls:  # the recomputation
+            with keras.StatelessScope():
+                return f(*args)
+        calls.append(True)
+        return f(*args)
+
+    return keras.remat(once)
+
+
 class MixingRule(keras.layers.Layer):
     """Base class. Subclasses implement `mixing_weights(logits, training)`."""
 
@@ -94,14 +120,23 @@ class MixingRule(keras.layers.Layer):
         """Called after each architecture update with the logits before it; default nothing."""
         del logits, old_logits, state  # AutoGraph cannot convert a docstring-only body
 
-    def combine(self, logits, candidates, inputs, training=None, state=None):
-        """Returns `(sum_i w_i * candidate_i(inputs), w)`."""
+    def combine(self, logits, candidates, inputs, training=None, state=None,
+                rematerialize=False):
+        """Returns `(sum_i w_i * candidate_i(inputs), w)`. With `rematerialize`, the
+        candidates' activations are recomputed in the backward pass instead of kept
+        (`rematerialized`); rules that run only some candidates ignore it."""
         w = self.mixing_weights(logits, training=training)
-        outputs = None
-        for i, candidate in enumerate(candidates):
-            term = w[i] * candidate(inputs, training=training)
-            outputs = term if outputs is None else outputs + term
-        return outputs, w
+
+        def weighted_sum(x, w):
+            outputs = None
+            for i, candidate in enumerate(candidates):
+                term = w[i] * candidate(x, training=training)
+                outputs = term if outputs is None else outputs + term
+            return outputs
+
+        if rematerialize:
+            weighted_sum = rematerialized(weighted_sum)
+        return weighted_sum(inputs, w), w
 
     def call(self, logits, training=None):
         return self.mixing_weights(logits, training=training)

@@ -44,6 +44,9 @@ class SearchModel(keras.Model):
             `SearchSpace.build_supernet`.
         cost: a `tfnas.costs.Cost`; default the trainable parameter count.
         penalty: a `tfnas.penalties.Penalty` or its config; default none.
+        rematerialize: recompute the mixed ops' activations in the backward pass
+            instead of keeping them (`MixedOp(rematerialize=True)` on every op):
+            less memory per step for more compute.
 
     Example:
 
@@ -55,10 +58,12 @@ class SearchModel(keras.Model):
     10
     """
 
-    def __init__(self, supernet, cost=None, penalty=None, **kwargs):
+    def __init__(self, supernet, cost=None, penalty=None, rematerialize=False, **kwargs):
         super().__init__(**kwargs)
         self.supernet = supernet
         self.mixed_ops = mixed_ops(supernet)
+        for op in self.mixed_ops:  # read when a step is traced
+            op.rematerialize = op.rematerialize or rematerialize
         if not self.mixed_ops:
             raise ValueError("The supernet has no MixedOp layers: nothing to search.")
         # The ops whose logits an architecture step updates (others share them).

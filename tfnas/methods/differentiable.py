@@ -45,6 +45,9 @@ class DifferentiableSearch(SupernetMethod):
         # normalized entropy is below `entropy_threshold`; patience 0 turns it off
         "convergence": {"patience": 0, "entropy_threshold": 0.5},
         "plot_blocks": None,     # blocks drawn alone in logs/architecture_blocks.png
+        # recompute the mixed ops' activations in the backward pass instead of keeping them:
+        # less memory per step, one more forward pass of compute (SearchModel)
+        "rematerialize": False,
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
         "arch_optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 5e-4},
@@ -62,6 +65,7 @@ class DifferentiableSearch(SupernetMethod):
             "patience": schema.integer(0),
             "entropy_threshold": schema.number(exclusive_minimum=0, maximum=1)}),
         "plot_blocks": {"type": ["array", "null"], "items": {"type": "string"}},
+        "rematerialize": schema.BOOLEAN,
         "optimizer": schema.OPEN,
         "arch_optimizer": schema.OPEN,
     }
@@ -115,7 +119,8 @@ class DifferentiableSearch(SupernetMethod):
     def build_search_model(self):
         supernet = self.build_supernet()
         penalty = penalties.get(self.section["penalty"])
-        return SearchModel(supernet, cost=self.check_cost(penalty, supernet), penalty=penalty)
+        return SearchModel(supernet, cost=self.check_cost(penalty, supernet), penalty=penalty,
+                           rematerialize=self.section["rematerialize"])
 
     def search(self, run, verbose=2):
         s, prepared = self.section, self.prepared
