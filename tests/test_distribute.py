@@ -1,8 +1,8 @@
 """tf.distribute: two replicas and two worker processes search and retrain what one does.
 
-The two-replica run is MirroredStrategy over two logical CPU devices (the other
-methods: tests/test_distribute_methods.py); the two workers are `tfnas search` processes on 127.0.0.1 under MultiWorkerMirroredStrategy
-(TF_CONFIG), one of them killed with SIGKILL and the cluster restarted.
+The two-replica run is MirroredStrategy over two logical CPU devices (the other methods:
+tests/test_distribute_methods.py); the two workers are `tfnas search` processes on 127.0.0.1
+under MultiWorkerMirroredStrategy (TF_CONFIG), one of them killed with SIGKILL and restarted.
 """
 
 import json
@@ -68,6 +68,7 @@ def _free_ports(n):
 
 
 def _start_workers(run_dir, ports, *flags):
+    """`tfnas search` processes, one per port, a cluster on 127.0.0.1."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     args = ["search", "--config", QUICKSTART, "--strategy", "multi_worker", "--run_dir",
             str(run_dir), "--verbose=0", *flags]
@@ -91,25 +92,33 @@ def _epochs_backed_up(run_dir):
         return 0
 
 
-def test_two_workers_killed_and_restarted_end_like_one_process(replicas, tmp_path):
+def test_a_killed_worker_restarted_alone_ends_like_one_process(replicas, tmp_path):
     run_dir = tmp_path / "cluster"
-    procs = _start_workers(run_dir, _free_ports(2))
+    ports = _free_ports(2)
+    procs = _start_workers(run_dir, ports)
     deadline = time.time() + 300
     while time.time() < deadline and _epochs_backed_up(run_dir) < 1 and \
             all(p.poll() is None for p in procs):
         time.sleep(0.05)
     assert all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
     saved = _epochs_backed_up(run_dir)
-    # A worker dies; the chief, waiting on it in a collective, is stopped too and the
-    # cluster restarts (tf.distribute's fault-tolerance model).
     procs[1].send_signal(signal.SIGKILL)
     procs[1].wait()
-    procs[0].send_signal(signal.SIGKILL)
-    procs[0].wait()
     assert saved == 1 and not (run_dir / "architecture.json").exists()
-    procs = _start_workers(run_dir, _free_ports(2), "--resume")
+    # The chief's collectives are aborted once TensorFlow sees the worker gone (its
+    # heartbeats stop); it restarts itself (distribute.rejoin) and waits for the worker.
+    # Only the killed worker is restarted, after that, as a machine back some time later.
+    chief = []
+    for line in procs[0].stdout:  # ends early if the chief exits instead
+        chief.append(line)
+        if "a peer of the cluster stopped" in line:
+            break
+    procs[1] = _start_workers(run_dir, ports, "--resume")[1]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
+    outputs[0] = "".join(chief) + outputs[0]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "a peer of the cluster stopped; restarting this process to wait for it and " \
+           "resume from the last backup (rejoin 1 of 3)." in outputs[0]
     assert f"the search continues from epoch {saved + 1}" in outputs[0]
     # The chief's directory holds the run; the other worker's is gone.
     assert not os.path.exists(f"{run_dir}.worker-1")
@@ -163,3 +172,23 @@ def test_multi_worker_without_a_run_directory_is_refused_before_anything_runs(
     assert capsys.readouterr().err.strip() == (
         "tfnas search: error: distribute.strategy 'multi_worker' needs --run_dir: every "
         "worker of the cluster names the same run.")
+
+
+def test_a_process_that_has_rejoined_enough_times_exits_with_one_line(monkeypatch, capsys):
+    import tensorflow as tf
+
+    from tfnas import cli
+    from tfnas.config import load_config
+    from tfnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distribute.rejoin"):
+        load_config(QUICKSTART, ["distribute.rejoin=-1"])
+    monkeypatch.setattr(cli, "_REJOINS_LEFT", 0)
+    monkeypatch.setenv("TFNAS_REJOINED", "3")
+    err = tf.errors.UnavailableError(None, None, "Collective ops is aborted by: task 1 is down")
+    assert cli._lost_a_peer(err) and not cli._lost_a_peer(ValueError("no"))
+    assert cli._rejoin("search", err) == 1
+    assert capsys.readouterr().err.strip() == (
+        "tfnas search: error: a peer of the cluster stopped (Collective ops is aborted by: "
+        "task 1 is down) and this process has rejoined 3 times (distribute.rejoin); restart "
+        "every process with --resume.")

@@ -85,6 +85,12 @@ def _usage():
             "the README.")
 
 
+# How many more times this process may restart itself to rejoin its multi-worker cluster
+# (distribute.rejoin); None outside a multi-worker run.
+_REJOINS_LEFT = None
+_REJOINED = "TFNAS_REJOINED"  # restarts so far, passed to the restarted process
+
+
 def main(argv):
     command = argv[1] if len(argv) == 2 else None
     try:
@@ -97,6 +103,42 @@ def main(argv):
         print(f"{' '.join(['tfnas', command] if command else ['tfnas'])}: error: {err}",
               file=sys.stderr)
         return 2
+    except Exception as err:  # pylint: disable=broad-except
+        if not _lost_a_peer(err):
+            raise
+        return _rejoin(command, err)
+
+
+def _lost_a_peer(err):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    # Unavailable: the peer is gone; Aborted: it came back as a new process already.
+    return _REJOINS_LEFT is not None and isinstance(err, (tf.errors.UnavailableError,
+                                                          tf.errors.AbortedError))
+
+
+def _rejoin(command, err):
+    """A peer of this multi-worker run stopped, so TensorFlow aborted the collectives; its
+    runtime cannot take the peer back, so this process starts itself again with `--resume`
+    and waits in the new cluster for the peer's restart: only the lost process needs to be
+    restarted, and all continue from the last epoch backup."""
+    done = int(os.environ.get(_REJOINED, "0"))
+    first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err)
+    if _REJOINS_LEFT <= 0:
+        print(f"tfnas {command}: error: a peer of the cluster stopped ({first_line}) and this "
+              f"process has rejoined {done} times (distribute.rejoin); restart every process "
+              "with --resume.", file=sys.stderr)
+        return 1
+    print(f"tfnas {command}: a peer of the cluster stopped; restarting this process to wait "
+          f"for it and resume from the last backup (rejoin {done + 1} of {done + _REJOINS_LEFT}).",
+          flush=True)
+    sys.stderr.flush()
+    # --overwrite would delete the run being resumed.
+    args = [a for a in sys.argv[1:] if a.split("=")[0] not in
+            ("--overwrite", "--nooverwrite", "--resume", "--noresume")]
+    os.execve(sys.executable, [sys.executable, "-m", "tfnas.cli", *args, "--resume"],
+              {**os.environ, _REJOINED: str(done + 1)})
+    return 1  # not reached
 
 
 def _quiet_tensorflow(show):
@@ -232,10 +274,13 @@ def _main(command):
 
     _check_flags(command)
     config = _config()
-    if config["distribute"]["strategy"] == "multi_worker" and not FLAGS.run_dir:
-        # Before the strategy is made: every worker of the cluster must name the same run.
-        raise UsageError("distribute.strategy 'multi_worker' needs --run_dir: every worker "
-                         "of the cluster names the same run.")
+    if config["distribute"]["strategy"] == "multi_worker":
+        if not FLAGS.run_dir:
+            # Before the strategy is made: every worker of the cluster must name the same run.
+            raise UsageError("distribute.strategy 'multi_worker' needs --run_dir: every worker "
+                             "of the cluster names the same run.")
+        global _REJOINS_LEFT  # pylint: disable=global-statement
+        _REJOINS_LEFT = config["distribute"]["rejoin"] - int(os.environ.get(_REJOINED, "0"))
     verbose = _fit_verbosity()
     # Every input is read and checked before the run directory is touched.
     inputs = [FLAGS.config, FLAGS.architecture, FLAGS.inherit_from, FLAGS.model, *FLAGS.runs]

@@ -52,8 +52,11 @@ DEFAULTS = {
     # tf.distribute (tfnas.distribute): "strategy" null (one device), "mirrored" (the
     # devices of this machine, or "devices") or "multi_worker" (the machines of TF_CONFIG);
     # data.batch_size is the global batch, split across the replicas. "logical_cpus"
-    # splits this CPU into that many devices (tests, benchmarks).
-    "distribute": {"strategy": None, "devices": None, "logical_cpus": None},
+    # splits this CPU into that many devices (tests, benchmarks). "rejoin": how many times
+    # a `tfnas` process of a multi-worker run that loses a peer restarts itself to wait for
+    # it and resume (0: it exits with TensorFlow's error, for cluster managers that restart
+    # every process).
+    "distribute": {"strategy": None, "devices": None, "logical_cpus": None, "rejoin": 3},
     "export": {"formats": ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                            "tflite_int8", "tflite_int8_qat"],
                "calibration_images": 200,
@@ -197,6 +200,7 @@ SCHEMA = _object({
         "strategy": {"enum": [None, "mirrored", "multi_worker"]},
         "devices": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
         "logical_cpus": _integer(1, nullable=True),
+        "rejoin": _integer(0),
     }),
     "export": _object({
         "formats": {"type": "array", "items": {"enum": EXPORT_FORMATS}, "uniqueItems": True},
