@@ -103,12 +103,11 @@ class MixedOp(keras.layers.Layer):
         return self.mixing.probabilities(self.logits)
 
     def call(self, inputs, training=None):
-        if self.rematerialize and not self.mixing.partial_execution:
-            return self.mixing.combine(self.logits, self.candidates, inputs,
-                                       training=training, state=self.mixing_state,
-                                       rematerialize=True)
+        # Rules that run one candidate have nothing to recompute and take no such argument.
+        remat = ({"rematerialize": True}
+                 if self.rematerialize and not self.mixing.partial_execution else {})
         return self.mixing.combine(self.logits, self.candidates, inputs, training=training,
-                                   state=self.mixing_state)
+                                   state=self.mixing_state, **remat)
 
     def compute_output_shape(self, input_shape):
         return (self.candidates[0].compute_output_shape(input_shape), (len(self.candidates),))

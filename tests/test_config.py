@@ -114,6 +114,8 @@ def test_bad_values_are_rejected(override, message):
     ("search.plot_blocks=unit_1", "search.plot_blocks: 'unit_1' is not of type 'array', 'null'"),
     ("train.inherit=1", "train.inherit: 1 is not of type 'boolean'"),
     ("deterministic=maybe", "deterministic: 'maybe' is not of type 'boolean'"),
+    ("search.rematerialize=1", "search.rematerialize: 1 is not of type 'boolean'"),
+    ("distribute.rejoin=-1", "distribute.rejoin: -1 is less than the minimum of 0"),
 ])
 def test_every_bad_value_is_a_one_line_config_error(override, message):
     with pytest.raises(ConfigError) as err:

@@ -123,7 +123,7 @@ def _rejoin(command, err):
     and waits in the new cluster for the peer's restart: only the lost process needs to be
     restarted, and all continue from the last epoch backup."""
     done = int(os.environ.get(_REJOINED, "0"))
-    first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err)
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     if _REJOINS_LEFT <= 0:
         print(f"tfnas {command}: error: a peer of the cluster stopped ({first_line}) and this "
               f"process has rejoined {done} times (distribute.rejoin); restart every process "
