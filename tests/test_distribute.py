@@ -182,8 +182,9 @@ def test_a_process_that_has_rejoined_enough_times_exits_with_one_line(monkeypatc
     monkeypatch.setattr(cli, "_REJOINS_LEFT", 0)
     monkeypatch.setenv("TFNAS_REJOINED", "3")
     err = tf.errors.UnavailableError(None, None, "Collective ops is aborted by: task 1 is down")
-    assert cli._lost_a_peer(err) and not cli._lost_a_peer(ValueError("no"))
-    assert cli._rejoin("search", err) == 1
+    reason = cli._rejoin_reason(err)
+    assert reason == "a peer of the cluster stopped" and cli._rejoin_reason(ValueError()) is None
+    assert cli._rejoin("search", err, reason) == 1
     assert capsys.readouterr().err.strip() == (
         "tfnas search: error: a peer of the cluster stopped (Collective ops is aborted by: "
         "task 1 is down) and this process has rejoined 3 times (distribute.rejoin); restart "

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import zipfile
 
 from absl import app, flags
@@ -104,34 +105,43 @@ def main(argv):
               file=sys.stderr)
         return 2
     except Exception as err:  # pylint: disable=broad-except
-        if not _lost_a_peer(err):
+        reason = _rejoin_reason(err)
+        if reason is None:
             raise
-        return _rejoin(command, err)
+        return _rejoin(command, err, reason)
 
 
-def _lost_a_peer(err):
+def _rejoin_reason(err):
+    """Why this process of a multi-worker run should start again, or None."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    if _REJOINS_LEFT is None:
+        return None
     # Unavailable: the peer is gone; Aborted: it came back as a new process already.
-    return _REJOINS_LEFT is not None and isinstance(err, (tf.errors.UnavailableError,
-                                                          tf.errors.AbortedError))
+    if isinstance(err, (tf.errors.UnavailableError, tf.errors.AbortedError)):
+        return "a peer of the cluster stopped"
+    # A restarted process whose port the system has not freed yet (seen once on CI).
+    if (isinstance(err, tf.errors.UnknownError) and os.environ.get(_REJOINED)
+            and "Could not start gRPC server" in str(err)):
+        time.sleep(5)
+        return "this process's port was not free yet"
+    return None
 
 
-def _rejoin(command, err):
-    """A peer of this multi-worker run stopped, so TensorFlow aborted the collectives; its
-    runtime cannot take the peer back, so this process starts itself again with `--resume`
-    and waits in the new cluster for the peer's restart: only the lost process needs to be
-    restarted, and all continue from the last epoch backup."""
+def _rejoin(command, err, reason):
+    """TensorFlow aborted this multi-worker process's collectives because a peer stopped;
+    its runtime cannot take the peer back, so the process starts itself again with
+    `--resume` and waits in the new cluster for the peer's restart: only the lost process
+    needs to be restarted, and all continue from the last epoch backup."""
     done = int(os.environ.get(_REJOINED, "0"))
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
     if _REJOINS_LEFT <= 0:
-        print(f"tfnas {command}: error: a peer of the cluster stopped ({first_line}) and this "
-              f"process has rejoined {done} times (distribute.rejoin); restart every process "
-              "with --resume.", file=sys.stderr)
+        print(f"tfnas {command}: error: {reason} ({first_line}) and this process has "
+              f"rejoined {done} times (distribute.rejoin); restart every process with "
+              "--resume.", file=sys.stderr)
         return 1
-    print(f"tfnas {command}: a peer of the cluster stopped; restarting this process to wait "
-          f"for it and resume from the last backup (rejoin {done + 1} of {done + _REJOINS_LEFT}).",
-          flush=True)
+    print(f"tfnas {command}: {reason}; restarting this process to wait for it and resume "
+          f"from the last backup (rejoin {done + 1} of {done + _REJOINS_LEFT}).", flush=True)
     sys.stderr.flush()
     # --overwrite would delete the run being resumed.
     args = [a for a in sys.argv[1:] if a.split("=")[0] not in
