@@ -58,12 +58,21 @@ def test_two_replicas_compact_like_one(replicas):
 
 
 def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """`n` free ports below the kernel's ephemeral range (32768 up on Linux), which bind(0)
+    and outgoing connections draw from: a port the test releases for a restarted worker
+    is then not handed to another process meanwhile."""
+    import random
+
+    ports, rng = [], random.Random()
+    while len(ports) < n:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
