@@ -76,15 +76,16 @@ def _free_ports(n):
     return ports
 
 
-def _start_workers(run_dir, ports, *flags):
-    """`tfnas search` processes, one per port, a cluster on 127.0.0.1."""
+def _start_workers(run_dir, ports, *flags, indices=None):
+    """`tfnas search` processes of a cluster on 127.0.0.1, one per port, or only those of
+    the task `indices`."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     args = ["search", "--config", QUICKSTART, "--strategy", "multi_worker", "--run_dir",
             str(run_dir), "--verbose=0", *flags]
     for item in SMALL:
         args += ["--set", item]
     procs = []
-    for index in range(len(ports)):
+    for index in range(len(ports)) if indices is None else indices:
         env = {**os.environ, "TF_CONFIG": json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}})}
         procs.append(subprocess.Popen([sys.executable, "-m", "tfnas.cli", *args], cwd=ROOT,
@@ -122,7 +123,7 @@ def test_a_killed_worker_restarted_alone_ends_like_one_process(replicas, tmp_pat
         chief.append(line)
         if "a peer of the cluster stopped" in line:
             break
-    procs[1] = _start_workers(run_dir, ports, "--resume")[1]
+    procs[1], = _start_workers(run_dir, ports, "--resume", indices=[1])
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     outputs[0] = "".join(chief) + outputs[0]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
