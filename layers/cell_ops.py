@@ -9,6 +9,7 @@ name suffixes, so weights move between the two by name.
 import keras
 from keras import ops
 
+from tfnas.layers.fused_batch_norm import FusedBatchNormalization
 from tfnas.layers.min_pooling import MinPooling2D
 
 CELL_OPS = ("sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3", "min_pool_3x3", "identity",
@@ -24,17 +25,19 @@ OPS = tuple(dict.fromkeys(CELL_OPS + ENAS_OPS + DARTS_OPS + NB201_OPS))
 BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
-def _batch_norm(name, affine=True):
+def _batch_norm(name, affine=True, fused=False):
     """BatchNorm as the papers' PyTorch code has it; `affine=False` (their search networks)
-    learns no scale and offset."""
-    return keras.layers.BatchNormalization(name=name, center=affine, scale=affine, **BN)
+    learns no scale and offset; `fused`: `FusedBatchNormalization`, the same variables."""
+    layer = FusedBatchNormalization if fused else keras.layers.BatchNormalization
+    return layer(name=name, center=affine, scale=affine, **BN)
 
 
-def cell_op_layers(op, channels, stride, name, affine=True):
+def cell_op_layers(op, channels, stride, name, affine=True, fused_batch_norm=False):
     """`[(suffix, layer)]`, the chain of built-in layers of `op` (none for identity at
     stride 1; identity at stride 2 is `factorized_reduce_layers`, not a chain; `none` is
     `Zero`). `skip_connect` is the identity; `affine=False` gives BatchNorms without scale
-    and offset (DARTS's search network)."""
+    and offset (DARTS's search network); `fused_batch_norm` gives
+    `FusedBatchNormalization`s (supernets) instead of built-in ones."""
     L = keras.layers
     if op in ("identity", "skip_connect"):
         if stride != 1:
@@ -51,7 +54,7 @@ def cell_op_layers(op, channels, stride, name, affine=True):
         return [("relu", L.ReLU(name=f"{name}_relu")),
                 ("conv", L.Conv2D(channels, kernel, strides=stride, padding="same",
                                   use_bias=False, name=f"{name}_conv")),
-                ("bn", _batch_norm(f"{name}_bn", affine))]
+                ("bn", _batch_norm(f"{name}_bn", affine, fused_batch_norm))]
     if op in ("dil_conv_3x3", "dil_conv_5x5"):
         # TensorFlow has no strided dilated convolution: stride 1, then every second pixel,
         # the same samples as PyTorch's symmetric padding takes.
@@ -62,7 +65,7 @@ def cell_op_layers(op, channels, stride, name, affine=True):
             chain.append(("subsample", L.MaxPooling2D(1, strides=stride,
                                                       name=f"{name}_subsample")))
         return chain + [("pw", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")),
-                        ("bn", _batch_norm(f"{name}_bn", affine))]
+                        ("bn", _batch_norm(f"{name}_bn", affine, fused_batch_norm))]
     if op not in ("sep_conv_3x3", "sep_conv_5x5"):
         raise ValueError(f"unknown cell op {op!r}; ops are {list(OPS)}.")
     kernel = 3 if op == "sep_conv_3x3" else 5
@@ -73,11 +76,11 @@ def cell_op_layers(op, channels, stride, name, affine=True):
                                                padding="same", use_bias=False,
                                                name=f"{name}_dw{k}")),
                   (f"pw{k}", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw{k}")),
-                  (f"bn{k}", _batch_norm(f"{name}_bn{k}", affine))]
+                  (f"bn{k}", _batch_norm(f"{name}_bn{k}", affine, fused_batch_norm))]
     return chain
 
 
-def factorized_reduce_layers(channels, name, affine=True):
+def factorized_reduce_layers(channels, name, affine=True, fused_batch_norm=False):
     """`{suffix: layer}` of a factorized reduction: two 1x1 stride-2 convolutions, the
     second on the input shifted by one pixel, concatenated, then BatchNorm."""
     L = keras.layers
@@ -89,7 +92,7 @@ def factorized_reduce_layers(channels, name, affine=True):
             "conv_b": L.Conv2D(channels - channels // 2, 1, strides=2, use_bias=False,
                                name=f"{name}_conv_b"),
             "concat": L.Concatenate(name=f"{name}_concat"),
-            "bn": _batch_norm(f"{name}_bn", affine)}
+            "bn": _batch_norm(f"{name}_bn", affine, fused_batch_norm)}
 
 
 def factorized_reduce(layers, x, training=None):
@@ -114,7 +117,10 @@ def apply_op(x, op, channels, stride, name, affine=True):
 @keras.saving.register_keras_serializable(package="tfnas")
 class CellOp(keras.layers.Layer):
     """One cell op (`OPS`) as a single layer; its parts are the built-in layers a
-    derived network chains, named `<name>_<suffix>` (`parts`).
+    derived network chains, named `<name>_<suffix>` (`parts`). Its batch norms are
+    `FusedBatchNormalization`s, the same variables as a derived network's built-in ones:
+    a supernet has hundreds, and fused they make a smaller, faster traced step
+    (`fused_batch_norm=False` keeps Keras's own).
 
     Example:
 
@@ -125,18 +131,21 @@ class CellOp(keras.layers.Layer):
     ['bn0', 'bn1', 'dw0']
     """
 
-    def __init__(self, op, channels, strides=1, affine=True, **kwargs):
+    def __init__(self, op, channels, strides=1, affine=True, fused_batch_norm=True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.op, self.channels, self.strides = op, int(channels), int(strides)
-        self.affine = bool(affine)
+        self.affine, self.fused_batch_norm = bool(affine), bool(fused_batch_norm)
         self.factorized = op in ("identity", "skip_connect") and self.strides != 1
         if self.factorized:
-            reduce = factorized_reduce_layers(self.channels, self.name, self.affine)
+            reduce = factorized_reduce_layers(self.channels, self.name, self.affine,
+                                              self.fused_batch_norm)
             self.suffixes, self.chain = list(reduce), list(reduce.values())
         elif op == "none":
             self.suffixes, self.chain = ["zero"], [Zero(self.strides, name=f"{self.name}_zero")]
         else:
-            pairs = cell_op_layers(op, self.channels, self.strides, self.name, self.affine)
+            pairs = cell_op_layers(op, self.channels, self.strides, self.name, self.affine,
+                                   self.fused_batch_norm)
             self.suffixes = [s for s, _ in pairs]
             self.chain = [layer for _, layer in pairs]
 
@@ -177,7 +186,8 @@ class CellOp(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "op": self.op, "channels": self.channels,
-                "strides": self.strides, "affine": self.affine}
+                "strides": self.strides, "affine": self.affine,
+                "fused_batch_norm": self.fused_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package="tfnas")

@@ -29,6 +29,7 @@ import keras
 from keras import ops
 
 from tfnas.layers import mixing as mixing_rules
+from tfnas.layers.fused_batch_norm import FusedBatchNormalization
 from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, DropPath, PickInput, Zero, apply_op,
                                    factorized_reduce, factorized_reduce_layers)
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, log_probability, register_space
@@ -330,7 +331,7 @@ class DartsSpace(SearchSpace):
             layer = CellOp(op, channels, stride, affine=False, name=name)
             if "pool" not in op:
                 return layer
-            return keras.Sequential([layer, keras.layers.BatchNormalization(
+            return keras.Sequential([layer, FusedBatchNormalization(
                 center=False, scale=False, name=f"{name}_bn", **BN)], name=f"{name}_seq")
 
         def cell(states, kind, channels, name):
