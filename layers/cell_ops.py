@@ -25,7 +25,7 @@ OPS = tuple(dict.fromkeys(CELL_OPS + ENAS_OPS + DARTS_OPS + NB201_OPS))
 BN = {"momentum": 0.9, "epsilon": 1e-5}
 
 
-def _batch_norm(name, affine=True, fused=False):
+def batch_norm(name, affine=True, fused=False):
     """BatchNorm as the papers' PyTorch code has it; `affine=False` (their search networks)
     learns no scale and offset; `fused`: `FusedBatchNormalization`, the same variables."""
     layer = FusedBatchNormalization if fused else keras.layers.BatchNormalization
@@ -54,7 +54,7 @@ def cell_op_layers(op, channels, stride, name, affine=True, fused_batch_norm=Fal
         return [("relu", L.ReLU(name=f"{name}_relu")),
                 ("conv", L.Conv2D(channels, kernel, strides=stride, padding="same",
                                   use_bias=False, name=f"{name}_conv")),
-                ("bn", _batch_norm(f"{name}_bn", affine, fused_batch_norm))]
+                ("bn", batch_norm(f"{name}_bn", affine, fused_batch_norm))]
     if op in ("dil_conv_3x3", "dil_conv_5x5"):
         # TensorFlow has no strided dilated convolution: stride 1, then every second pixel,
         # the same samples as PyTorch's symmetric padding takes.
@@ -65,7 +65,7 @@ def cell_op_layers(op, channels, stride, name, affine=True, fused_batch_norm=Fal
             chain.append(("subsample", L.MaxPooling2D(1, strides=stride,
                                                       name=f"{name}_subsample")))
         return chain + [("pw", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")),
-                        ("bn", _batch_norm(f"{name}_bn", affine, fused_batch_norm))]
+                        ("bn", batch_norm(f"{name}_bn", affine, fused_batch_norm))]
     if op not in ("sep_conv_3x3", "sep_conv_5x5"):
         raise ValueError(f"unknown cell op {op!r}; ops are {list(OPS)}.")
     kernel = 3 if op == "sep_conv_3x3" else 5
@@ -76,7 +76,7 @@ def cell_op_layers(op, channels, stride, name, affine=True, fused_batch_norm=Fal
                                                padding="same", use_bias=False,
                                                name=f"{name}_dw{k}")),
                   (f"pw{k}", L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw{k}")),
-                  (f"bn{k}", _batch_norm(f"{name}_bn{k}", affine, fused_batch_norm))]
+                  (f"bn{k}", batch_norm(f"{name}_bn{k}", affine, fused_batch_norm))]
     return chain
 
 
@@ -92,7 +92,7 @@ def factorized_reduce_layers(channels, name, affine=True, fused_batch_norm=False
             "conv_b": L.Conv2D(channels - channels // 2, 1, strides=2, use_bias=False,
                                name=f"{name}_conv_b"),
             "concat": L.Concatenate(name=f"{name}_concat"),
-            "bn": _batch_norm(f"{name}_bn", affine, fused_batch_norm)}
+            "bn": batch_norm(f"{name}_bn", affine, fused_batch_norm)}
 
 
 def factorized_reduce(layers, x, training=None):

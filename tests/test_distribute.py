@@ -7,6 +7,7 @@ under MultiWorkerMirroredStrategy (TF_CONFIG), one of them killed with SIGKILL a
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -61,8 +62,6 @@ def _free_ports(n):
     """`n` free ports below the kernel's ephemeral range (32768 up on Linux), which bind(0)
     and outgoing connections draw from: a port the test releases for a restarted worker
     is then not handed to another process meanwhile."""
-    import random
-
     ports, rng = [], random.Random()
     while len(ports) < n:
         port = rng.randrange(20000, 32000)

@@ -29,9 +29,8 @@ import keras
 from keras import ops
 
 from tfnas.layers import mixing as mixing_rules
-from tfnas.layers.fused_batch_norm import FusedBatchNormalization
 from tfnas.layers.cell_ops import (BN, DARTS_OPS, CellOp, DropPath, PickInput, Zero, apply_op,
-                                   factorized_reduce, factorized_reduce_layers)
+                                   batch_norm, factorized_reduce, factorized_reduce_layers)
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, log_probability, register_space
 from tfnas.spaces.cells import (CIFAR_MEAN, CIFAR_STD, check_positive_integers, keras3_only,
                                 no_latency_table, normalize, shared_mixed_op)
@@ -331,8 +330,8 @@ class DartsSpace(SearchSpace):
             layer = CellOp(op, channels, stride, affine=False, name=name)
             if "pool" not in op:
                 return layer
-            return keras.Sequential([layer, FusedBatchNormalization(
-                center=False, scale=False, name=f"{name}_bn", **BN)], name=f"{name}_seq")
+            return keras.Sequential([layer, batch_norm(f"{name}_bn", affine=False, fused=True)],
+                                    name=f"{name}_seq")
 
         def cell(states, kind, channels, name):
             states, width = list(states), channels // r
