@@ -150,6 +150,11 @@ class CellOp(keras.layers.Layer):
             self.chain = [layer for _, layer in pairs]
 
     @property
+    def always_zero(self):
+        """Whether the op outputs zeros whatever its input (`none`)."""
+        return self.op == "none"
+
+    @property
     def parts(self):
         """`{suffix: layer}` of the layers that hold weights (and the rest)."""
         return dict(zip(self.suffixes, self.chain))
@@ -306,6 +311,9 @@ class Zero(keras.layers.Layer):
     >>> tuple(Zero(strides=2)(keras.ops.ones((1, 5, 4, 3))).shape)
     (1, 3, 2, 3)
     """
+
+    # Mixing rules leave a candidate that is always zero out of their weighted sums.
+    always_zero = True
 
     def __init__(self, strides=1, **kwargs):
         super().__init__(**kwargs)

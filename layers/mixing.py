@@ -11,10 +11,12 @@ candidates (binary gates) overrides `combine`.
 import contextlib
 import functools
 import math
+import threading
 
 import keras
 import tensorflow as tf
 from keras import ops
+from tensorflow.python.eager import record
 from tensorflow.python.ops import cond_v2
 
 from tfnas.errors import ConfigError
@@ -24,6 +26,10 @@ RULES = Registry("mixing rule")
 
 # Per-epoch multipliers of the Gumbel temperature.
 TEMPERATURE_RATES = {"code": math.exp(-0.045), "paper": math.exp(-0.645)}
+
+# Per thread (tf.distribute runs a replica's step in its own): whether an
+# architecture step is being traced.
+_TRACING = threading.local()
 
 
 def add_gumbel_noise(logits, seed_generator):
@@ -59,12 +65,19 @@ def run_candidate(index, candidates, inputs, training=None, reproducible=False):
                                 lower_using_switch_merge=not reproducible)
 
 
-def rematerialized(f):
-    """`f` under `keras.remat`: the backward pass recomputes its activations instead of
-    keeping them (gradient checkpointing). The recomputation runs in a
-    `keras.StatelessScope`, so batch-norm statistics (any variable `f` assigns) are
-    updated once per step, not twice. `f`'s randomness must come in through its
-    arguments: a draw inside it would differ when recomputed.
+def rematerialized(f, variable_gradients=lambda: True):
+    """`f` with gradient checkpointing: the backward pass recomputes `f`'s activations
+    instead of keeping them from the forward pass (as `tf.recompute_grad`, with less
+    graph). The recomputation runs in a `keras.StatelessScope`, so batch-norm
+    statistics (any variable `f` assigns) are updated once per step, not twice.
+    `f`'s randomness must come in through its arguments: a draw inside it would
+    differ when recomputed.
+
+    `variable_gradients()`, asked when the gradient is traced, says whether the
+    variables `f` reads need gradients; when it says no (an architecture step,
+    whose variables come in as arguments), only the arguments' are traced, where
+    `tf.recompute_grad` traces every variable's gradient (pruned at run time, but
+    part of the traced step all the same).
 
     Example:
 
@@ -73,16 +86,34 @@ def rematerialized(f):
     >>> tuple(y.shape)
     (1, 2)
     """
-    calls = []
 
-    def once(*args):
-        if calls:  # the recomputation
-            with keras.StatelessScope():
-                return f(*args)
-        calls.append(True)
-        return f(*args)
+    @tf.custom_gradient
+    def run(*args):
+        with record.stop_recording():
+            result = f(*args)
 
-    return keras.remat(once)
+        def grad(*upstream, variables=None):
+            variables = list(variables or ())
+            # A data dependency on the upstream gradient, so that the recomputation
+            # waits for it (XLA drops control dependencies); NaN-safe as
+            # tf.recompute_grad's.
+            first = ops.cast(ops.max(ops.reshape(upstream[0], [-1])[:1]), "bool")
+            dependency = ops.where(ops.equal(first, first), 0.0, float("nan"))
+            inputs = tf.nest.map_structure(lambda a: a + ops.cast(dependency, a.dtype), args)
+            sources = tf.nest.flatten(inputs)
+            wanted = variables if variable_gradients() else []
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(sources)
+                tape.watch(wanted)
+                with keras.StatelessScope():
+                    recomputed = f(*inputs)
+            grads = tape.gradient(recomputed, sources + wanted, output_gradients=list(upstream))
+            return grads[:len(sources)], grads[len(sources):] + [None] * (
+                len(variables) - len(wanted))
+
+        return result, grad
+
+    return run
 
 
 class MixingRule(keras.layers.Layer):
@@ -112,9 +143,17 @@ class MixingRule(keras.layers.Layer):
         keeps in `state["executed"]`."""
         return ops.equal(ops.arange(num_candidates, dtype="int32"), state["executed"])
 
+    @contextlib.contextmanager
     def architecture_step(self):
-        """Context entered while the architecture step is traced (see `BinaryGateMixing`)."""
-        return contextlib.nullcontext()
+        """Context entered while the architecture step is traced (see `BinaryGateMixing`).
+        That step differentiates the architecture only, which reaches the candidates
+        as their mixing weights: rematerialized candidates trace no weight gradients."""
+        previous = getattr(_TRACING, "architecture_step", False)
+        _TRACING.architecture_step = True
+        try:
+            yield
+        finally:
+            _TRACING.architecture_step = previous
 
     def after_update(self, logits, old_logits, state=None):
         """Called after each architecture update with the logits before it; default nothing."""
@@ -127,15 +166,24 @@ class MixingRule(keras.layers.Layer):
         (`rematerialized`); rules that run only some candidates ignore it."""
         w = self.mixing_weights(logits, training=training)
 
+        # A candidate that always outputs zeros (`none`) adds nothing to the sum, nor
+        # to its gradient: left out, it leaves out its share of the traced graph.
+        terms = [i for i, c in enumerate(candidates) if not getattr(c, "always_zero", False)]
+        terms = terms or [0]
+
         def weighted_sum(x, w):
+            # One unstack, not a slice per candidate: a slice and its gradient are
+            # ten graph nodes, and a supernet has thousands of candidates.
+            w = ops.unstack(w, num=len(candidates))
             outputs = None
-            for i, candidate in enumerate(candidates):
-                term = w[i] * candidate(x, training=training)
+            for i in terms:
+                term = w[i] * candidates[i](x, training=training)
                 outputs = term if outputs is None else outputs + term
             return outputs
 
         if rematerialize:
-            weighted_sum = rematerialized(weighted_sum)
+            weighted_sum = rematerialized(weighted_sum, variable_gradients=lambda: not getattr(
+                _TRACING, "architecture_step", False))
         return weighted_sum(inputs, w), w
 
     def call(self, logits, training=None):

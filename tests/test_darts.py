@@ -97,7 +97,7 @@ def test_search_network_shares_alpha_per_cell_kind_and_takes_a_search_step():
     assert set(arch.choices.values()) <= set(DARTS_OPS)
 
 
-def _search_steps(rematerialize):
+def _search_steps(rematerialize, savers=None):
     """Two alpha and two weight steps of a small DARTS search in float64; returns the
     variables after them and what the CPU allocator's peak over the second pair (the first
     pair traces) added to the memory held before it."""
@@ -106,7 +106,7 @@ def _search_steps(rematerialize):
 
     keras.utils.set_random_seed(0)
     space = get_space("darts", {"filters": 8, "cells": 3, "nodes": 2,
-                                 "input_shape": [32, 32, 3]})
+                                 "input_shape": [32, 32, 3], **(savers or {})})
     search = SearchModel(space.build_supernet("softmax"), rematerialize=rematerialize)
     search.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                    arch_optimizer=keras.optimizers.Adam(0.01))
@@ -124,15 +124,17 @@ def _search_steps(rematerialize):
     return [(v.path, np.asarray(v, "float64")) for v in search.variables], peak
 
 
-def test_rematerialized_search_steps_like_the_plain_one_in_less_memory():
+@pytest.mark.parametrize("savers", [None, {"share_source_ops": True, "bottleneck": 2}],
+                         ids=["darts", "dca_shared_ops"])
+def test_rematerialized_search_steps_like_the_plain_one_in_less_memory(savers):
     import keras
 
     # In float64 the two differ only by rounding (4e-16 seen); in float32 the different
     # order of the gradient sums shows after two steps (2e-5 in the stem).
     keras.config.set_floatx("float64")
     try:
-        plain, plain_peak = _search_steps(False)
-        remat, remat_peak = _search_steps(True)
+        plain, plain_peak = _search_steps(False, savers)
+        remat, remat_peak = _search_steps(True, savers)
     finally:
         keras.config.set_floatx("float32")
     assert len(plain) == len(remat)
@@ -140,7 +142,8 @@ def test_rematerialized_search_steps_like_the_plain_one_in_less_memory():
         # Batch-norm statistics too: the recomputation must not update them a second time.
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-10, err_msg=name)
     assert sum("moving_mean" in name for name, _ in plain) > 0
-    assert remat_peak < 0.6 * plain_peak, (remat_peak, plain_peak)
+    if savers is None:  # shared ops keep few activations to spare
+        assert remat_peak < 0.6 * plain_peak, (remat_peak, plain_peak)
 
 
 def test_derived_network_trains_and_exports_with_builtin_ops(tmp_path):

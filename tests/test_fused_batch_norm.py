@@ -35,6 +35,18 @@ def test_a_training_step_equals_keras_batch_normalization(affine):
     np.testing.assert_allclose(layers[1](x), layers[0](x), atol=1e-5)  # inference
 
 
+def test_a_batch_of_unknown_size_updates_the_statistics_as_keras():
+    x = tf.constant(np.random.default_rng(2).normal(1.0, 2.0, (6, 3, 3, 4)), tf.float32)
+    layers = [cls(momentum=0.8) for cls in (keras.layers.BatchNormalization,
+                                            FusedBatchNormalization)]
+    outputs = [tf.function(lambda x, layer=layer: layer(x, training=True),
+                           input_signature=[tf.TensorSpec((None, 3, 3, 4))])(x)
+               for layer in layers]
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layers[1].moving_mean, layers[0].moving_mean, rtol=1e-6)
+    np.testing.assert_allclose(layers[1].moving_variance, layers[0].moving_variance, rtol=1e-5)
+
+
 def test_fallbacks_are_keras_own_computation():
     x = tf.constant(np.random.default_rng(1).normal(size=(4, 3, 6)), tf.float32)  # 3-D
     bn = FusedBatchNormalization()
@@ -61,8 +73,8 @@ def test_a_supernet_op_traces_fewer_ops_and_round_trips(tmp_path):
     plain = CellOp("sep_conv_3x3", channels=8, fused_batch_norm=False, name="op")
     assert isinstance(fused.parts["bn0"], FusedBatchNormalization)
     assert type(plain.parts["bn0"]) is keras.layers.BatchNormalization
-    # Measured: 132 against 231.
-    assert ops_in_step(fused) < 0.7 * ops_in_step(plain)
+    # Measured: 110 against 231.
+    assert ops_in_step(fused) < 0.55 * ops_in_step(plain)
     model = keras.Sequential([keras.Input((8, 8, 8)), fused])
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")

@@ -90,6 +90,54 @@ def test_mixed_op_softmax_is_the_mean_of_candidates_at_init():
     assert ops.convert_to_numpy(w).tolist() == [0.5, 0.5]
 
 
+def test_a_mixed_op_traces_its_weights_once_and_leaves_zero_candidates_out():
+    import tensorflow as tf
+
+    from tfnas.layers import CellOp
+
+    candidates = [CellOp(op, 4, affine=False, name=f"c_{op}")
+                  for op in ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1")]
+    op = MixedOp(candidates, mixing="softmax")
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)), tf.float32)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            y, w = op(x, training=True)
+            loss = tf.reduce_sum(y * y)
+        return y, w, tape.gradient(loss, op.logits)
+
+    y, w, grad = step(x)
+    expected = sum(w[i] * c(x, training=True) for i, c in enumerate(candidates))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    graph = tf.function(step).get_concrete_function(x).graph
+    types = [o.type for o in graph.get_operations()]
+    # The weights unstacked once, no slice per candidate; `none` never called.
+    assert types.count("Unpack") == 1 and "StridedSlice" not in types
+    assert not any("c_none" in o.name for o in graph.get_operations())
+
+
+def test_rematerialized_traces_variable_gradients_only_when_asked():
+    import tensorflow as tf
+
+    from tfnas.layers.mixing import rematerialized
+
+    dense = keras.layers.Dense(3)
+    x = tf.constant(np.random.default_rng(1).normal(size=(4, 5)), tf.float32)
+    dense.build(x.shape)
+    grads = {}
+    for name, f in (("plain", dense), ("remat", rematerialized(dense)),
+                    ("inputs only", rematerialized(dense, variable_gradients=lambda: False))):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(f(x)))
+        grads[name] = tape.gradient(loss, [x] + dense.trainable_weights)
+    for a, b in zip(grads["plain"], grads["remat"]):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+    np.testing.assert_allclose(grads["inputs only"][0], grads["plain"][0], rtol=1e-6)
+    assert grads["inputs only"][1:] == [None, None]
+
+
 def test_mixed_op_rejects_candidates_with_different_shapes():
     with pytest.raises(ValueError, match="different output shapes"):
         MixedOp([keras.layers.Dense(3), keras.layers.Dense(4)])(np.zeros((1, 2), "float32"))
