@@ -24,8 +24,9 @@ C/`--bottleneck` channels), `dca_derived` (cells other than the first of each
 kind run their argmax op only), `dca` (all three). `darts_remat` and
 `dca_remat` are `darts` and `dca` with the mixed ops' activations recomputed in
 the backward pass (`SearchModel(rematerialize=True)`, search config
-`search.rematerialize`). Ratios are to `darts`, measured side by side in one
-run.
+`search.rematerialize`); `dca_shared_bottleneck_remat` is `dca_remat` without
+derived cells (whose graph conditionals make a larger traced step). Ratios are
+to `darts`, measured side by side in one run.
 
     python benchmarks/darts_step.py
     python benchmarks/darts_step.py --variants darts --batch 32 --steps 2
@@ -42,12 +43,13 @@ import sys
 import time
 
 VARIANTS = ("darts", "darts_remat", "darts_one_graph", "darts_gumbel", "dca_shared",
-            "dca_bottleneck", "dca_derived", "dca", "dca_remat")
+            "dca_bottleneck", "dca_derived", "dca", "dca_remat", "dca_shared_bottleneck_remat")
 SAVERS = {"darts": {}, "darts_remat": {}, "darts_one_graph": {}, "darts_gumbel": {},
           "dca_shared": {"share_source_ops": True},
           "dca_bottleneck": {"bottleneck": None}, "dca_derived": {"derived_cells": True},
           "dca": {"share_source_ops": True, "bottleneck": None, "derived_cells": True}}
 SAVERS["dca_remat"] = SAVERS["dca"]
+SAVERS["dca_shared_bottleneck_remat"] = {"share_source_ops": True, "bottleneck": None}
 NNI_STEP_S, NNI_PEAK_RSS_GB = 32.3, 9.4
 
 
