@@ -24,13 +24,40 @@ class AndroidBenchmarkError(TfnasError, RuntimeError):
 
 
 _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
-# What a line may carry in front of benchmark_model's own text: "INFO: " (current
-# builds), a logcat prefix ("05-31 10:31:13.022 21767 21767 I tflite  : ", the
-# benchmark APK), or an iOS log prefix ("2020-10-28 14:41:14.151361+0800 App[39:93] ").
-_PREFIX = re.compile(
-    r"^(?:\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+\s+[VDIWEF]\s+[\w.]+\s*:\s?"
-    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d{4} \S+\[\d+:\d+\] )?"
-    r"(?:(INFO|WARNING|ERROR|VERBOSE): )?")
+# What a line may carry in front of benchmark_model's own text. logcat prints one of
+# several formats (`adb logcat -v FORMAT`, with modifiers such as `year`, `epoch`,
+# `monotonic`, `usec`, `zone`, `uid`, `color`), and tools strip some of its columns:
+#   brief       I/tflite  ( 1234): TEXT          tag        I/tflite: TEXT
+#   process     I( 1234) TEXT  (tflite)          thread     I( 1234: 5678) TEXT
+#   time        05-31 10:31:13.042 I/tflite  ( 1234): TEXT
+#   threadtime  05-31 10:31:13.042  1234  5678 I tflite  : TEXT
+#   long        [ 05-31 10:31:13.042  1234: 5678 I/tflite ]  then TEXT on its own lines
+#   stripped    I tflite  : TEXT     or     tflite  : TEXT
+# and then "INFO: " (builds since 2023); or an iOS log prefix
+# ("2020-10-28 14:41:14.151361+0800 App[39:93] ").
+_STAMP = (r"\s*(?:(?:\d{4}-)?\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?(?:\s*[+-]\d{4})?\s+"
+          r"|\d+\.\d+(?:\s*[+-]\d{4})?\s+)?"                        # date-time, epoch
+          r"(?:[a-z]\w*\s+(?=\d))?"                                 # uid (u0_a123, root)
+          r"(?:\d+\s+\d+\s+|\d+\s+)?")                              # pid, tid
+_TAG = r"[A-Za-z_][\w.\-]*"
+_LOGCAT = re.compile(
+    r"^" + _STAMP + r"(?:"
+    r"(?P<l1>[VDIWEFA])/(?P<t1>" + _TAG + r")\s*\(\s*\d+(?::\s*\d+)?\):\s?"  # brief, time
+    r"|(?P<l2>[VDIWEFA])/(?P<t2>" + _TAG + r")\s*:\s?"                  # tag
+    r"|(?P<l3>[VDIWEFA])\(\s*\d+(?::\s*\d+)?\)\s?"                 # process, thread
+    r"|(?P<l4>[VDIWEFA])\s+(?P<t4>" + _TAG + r")\s*:\s?"               # threadtime
+    r"|(?P<tag>tflite\w*)\s*:\s?"                                    # level stripped too
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d{4} \S+\[\d+:\d+\] "  # iOS
+    r")")
+_COLOR = re.compile(r"\x1b\[[0-9;]*m")
+_LONG_HEADER = re.compile(r"^\s*\[\s+.*\s[VDIWEFA]/" + _TAG + r"\s+\]\s*$")
+_PROCESS_TAG = re.compile(r"\s+\(" + _TAG + r"\)\s*$")
+_LEVEL = re.compile(r"^(INFO|WARNING|ERROR|VERBOSE): ")
+# The statistics of timed runs ("count=50 first=... avg=..."), wherever a line has them;
+# the op profiler's "Timings (microseconds): count=..." and "Memory (bytes): count=..."
+# are not benchmark runs.
+_STATS = re.compile(r"(?<![\w=.])count=\d")
+_PROFILER = re.compile(r"(?:Timings \(microseconds\)|Memory \(bytes\)):\s*$")
 _FAILURE = re.compile(r"Benchmarking failed|Failed to (?:apply|initialize|allocate|invoke)|"
                       r"failed to prepare|Failed to build program|Aborted|Segmentation fault",
                       re.IGNORECASE)
@@ -40,13 +67,46 @@ def _fields(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=" + _NUMBER, line)}
 
 
+def _strip(raw):
+    """`(level, text)` of one log line without its prefixes (None for logcat's `long`
+    header lines, which carry no text)."""
+    line, level = _COLOR.sub("", raw).rstrip(), ""
+    if _LONG_HEADER.match(line):
+        return None
+    match = _LOGCAT.match(line)
+    if match and match.end() > 0:
+        if match.group("l3"):
+            line = _PROCESS_TAG.sub("", line)
+        found = next((g for g in "1234" if match.group(f"l{g}")), None)
+        # An error of benchmark_model's own tag; other apps' errors in an unfiltered
+        # logcat are not the benchmark's.
+        if found and match.group(f"l{found}") in "EF" and (
+                found == "3" or (match.group(f"t{found}") or "").startswith("tflite")):
+            level = "ERROR"
+        line = line[match.end():]
+    info = _LEVEL.match(line)
+    if info:
+        level, line = info.group(1), line[info.end():]
+    return level, line.rstrip()
+
+
 def _lines(text):
     """benchmark_model's lines without their log prefixes, each with its level."""
-    out = []
-    for raw in text.splitlines():
-        match = _PREFIX.match(raw)
-        out.append((match.group(1) or "", raw[match.end():].rstrip()))
-    return out
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        raise TypeError(f"benchmark_model's output is text (str or bytes), got "
+                        f"{type(text).__name__}.")
+    return [line for line in map(_strip, text.splitlines()) if line is not None]
+
+
+def _stats_line(line):
+    """The `count=...` statistics in `line`, or None (also for the op profiler's)."""
+    match = _STATS.search(line)
+    if match is None or _PROFILER.search(line[:match.start()]):
+        return None
+    fields = _fields(line[match.start():])
+    return fields if "avg" in fields or "curr" in fields else None
 
 
 def _failure(lines):
@@ -97,7 +157,7 @@ def parse_benchmark_output(text):
     """
     lines = _lines(text)
     failure = _failure(lines)
-    stats = [_fields(line) for _, line in lines if line.startswith("count=")]
+    stats = [f for f in (_stats_line(line) for _, line in lines) if f is not None]
     result = {"min_ms": None, "median_ms": None, "p90_ms": None, "mean_ms": None,
               "num_runs": None, "device": "android"}
 
@@ -116,8 +176,8 @@ def parse_benchmark_output(text):
         if len(stats) > 1:
             result["warmup_mean_ms"] = ms(stats[0], "avg") or ms(stats[0], "curr")
     body = "\n".join(line for _, line in lines)
-    timings = re.search(r"^Inference timings in us: (.*)", body, re.MULTILINE)
-    legacy = re.search(r"^Average inference timings in us: (.*)", body, re.MULTILINE)
+    timings = re.search(r"(?<!Average )Inference timings in us: (.*)", body)
+    legacy = re.search(r"Average inference timings in us: (.*)", body)
     if timings:
         parts = {k.strip(): float(v) for k, v in
                  re.findall(r"([A-Za-z ()]+?):\s*" + _NUMBER, timings.group(1))}
@@ -136,6 +196,12 @@ def parse_benchmark_output(text):
             result["mean_ms"] = ms(parts, "Inference") or ms(parts, "no stats")
     if failure is not None:
         raise AndroidBenchmarkError(f"benchmark_model failed: {failure}")
+    negative = sorted(k for k, v in result.items()
+                      if k.endswith("_ms") and v is not None and v < 0)
+    if negative:
+        raise AndroidBenchmarkError(
+            f"benchmark_model's log prints negative times ({', '.join(negative)}): its clock "
+            "or the log is broken. Benchmark again; do not use these figures.")
     if result["mean_ms"] is None:
         tail = " | ".join(line for _, line in lines if line.strip())[-500:]
         raise AndroidBenchmarkError(f"No timings found in benchmark_model's output (its last "

@@ -60,6 +60,15 @@ def test_a_failed_run_names_the_tools_own_error():
         parse_benchmark_output("ERROR: Could not open 'x.tflite'.\nBenchmarking failed.")
 
 
+def test_the_parser_takes_bytes_and_refuses_negative_times():
+    log = b"INFO: count=20 first=210 curr=200 min=190 max=230 avg=205.5 std=9\n"
+    assert parse_benchmark_output(log)["mean_ms"] == 0.2055
+    with pytest.raises(AndroidBenchmarkError, match="negative times .*mean_ms"):
+        parse_benchmark_output("count=25 first=3 curr=-2 min=-4 max=5 avg=-2 std=1")
+    with pytest.raises(TypeError, match="str or bytes"):
+        parse_benchmark_output(42)
+
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_model")
 with open(os.path.join(FIXTURES, "expected.json"), encoding="utf-8") as _f:
     EXPECTED = json.load(_f)
