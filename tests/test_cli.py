@@ -312,6 +312,23 @@ def test_export_overwrite_never_deletes_its_own_input(finished_run, cli):
     assert model.read_bytes() == before
 
 
+def test_overwrite_never_deletes_a_file_the_config_names(tmp_path, cli):
+    from tfnas.run_dir import RunDirectory  # pylint: disable=import-outside-toplevel
+
+    run = RunDirectory(str(tmp_path / "R"))
+    weights = tmp_path / "R" / "checkpoints" / "baseline.weights.h5"
+    weights.write_bytes(b"weeks of training")
+    result = cli("search", "--config", os.path.join(ROOT, "configs",
+                                                    "compact_resnet32_group_lasso.json"),
+                 "--set", "search.baseline_weights=R/checkpoints/baseline.weights.h5",
+                 "--set", "data.limit=32", "--run_dir", "R", "--overwrite", cwd=str(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "R/checkpoints/baseline.weights.h5 is an input of this command" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert weights.read_bytes() == b"weeks of training"
+    assert os.path.exists(run.file(".tfnas-run"))
+
+
 def test_resume_with_a_changed_config_names_the_change(finished_run, cli):
     run_dir, _ = finished_run
     result = cli("run", "--config", QUICKSTART, "--run_dir", str(run_dir), "--resume",

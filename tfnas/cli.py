@@ -293,7 +293,10 @@ def _main(command):
         _REJOINS_LEFT = config["distribute"]["rejoin"] - int(os.environ.get(_REJOINED, "0"))
     verbose = _fit_verbosity()
     # Every input is read and checked before the run directory is touched.
-    inputs = [FLAGS.config, FLAGS.architecture, FLAGS.inherit_from, FLAGS.model, *FLAGS.runs]
+    from tfnas.config import input_paths  # pylint: disable=import-outside-toplevel
+
+    inputs = [FLAGS.config, FLAGS.architecture, FLAGS.inherit_from, FLAGS.model, *FLAGS.runs,
+              *input_paths(config)]
     architecture = model = rows = prepared = None
     if FLAGS.architecture:
         from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel

@@ -171,6 +171,21 @@ def load_config(path=None, overrides=()):
     return config
 
 
+def input_paths(config):
+    """Every file or folder that `config` names and that exists: the paths a command may
+    read (`search.baseline_weights`, `space.config.path`, latency tables, `data.data_dir`,
+    ...), whatever key names them, so that `--overwrite` never deletes one."""
+    import os  # pylint: disable=import-outside-toplevel
+
+    if isinstance(config, dict):
+        return [p for value in config.values() for p in input_paths(value)]
+    if isinstance(config, list):
+        return [p for value in config for p in input_paths(value)]
+    if isinstance(config, str) and config and os.path.exists(config):
+        return [config]
+    return []
+
+
 _integer, _number, _object = schema.integer, schema.number, schema.obj
 _BOOLEAN, _OPEN = schema.BOOLEAN, schema.OPEN
 EXPORT_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
