@@ -172,6 +172,15 @@ ARCH = {"format": "tfnas.architecture", "version": 1, "space": "grunas",
     ("unknown_activation", "unknown activations ['gelu']"),
     ("latency_without_table", "missing a required argument: 'table'"),
     ("missing_tflite", "No TFLite model"),
+    ("arch_other_space", "The architecture is of space 'darts', the recipe's is 'grunas', "
+                         "so config.json would not say what is trained"),
+    ("arch_other_config", "configured otherwise than the recipe (widths)"),
+    ("arch_space_alone", "--architecture_space takes the space of --architecture"),
+    ("arch_width_1e9", "widths[1][1] = 1,000,000,000 is larger than any size tfnas builds"),
+    ("arch_filters_huge", "This architecture would have"),
+    ("config_filters_huge", "The configured space's network would have"),
+    ("tuner_no_trials", "search.tuner: max_trials: 0 is less than the minimum of 1"),
+    ("config_deep", "nests its values too deeply"),
 ])
 def test_bad_inputs_are_one_line_errors_before_anything_is_written(case, message, tmp_path,
                                                                   monkeypatch, capsys):
@@ -218,10 +227,30 @@ def test_bad_inputs_are_one_line_errors_before_anything_is_written(case, message
         "latency_without_table": lambda: ["run", "--config", PRESNET.format("s"), "--set",
                                           'search.cost={"type":"latency"}'],
         "missing_tflite": lambda: ["benchmark", "--model", "/nonexistent.tflite"],
+        "arch_other_space": lambda: ["train", "--architecture",
+                                     os.path.join(ROOT, "configs", "architectures",
+                                                  "darts_v2.json")],
+        "arch_other_config": lambda: ["train", "--architecture", _write(arch_file, json.dumps(
+            {**ARCH, "space_config": {"widths": [[12, 24], [24, 24], [24, 24]]}}))],
+        "arch_space_alone": lambda: ["run", "--architecture_space"],
+        "arch_width_1e9": lambda: ["train", "--architecture", _write(arch_file, json.dumps(
+            {**ARCH, "space_config": {"widths": [[12, 24], [24, 10 ** 9]]}}))],
+        "arch_filters_huge": lambda: ["train", "--architecture", _write(arch_file, json.dumps(
+            {"format": "tfnas.architecture", "version": 1, "space": "nasbench201",
+             "space_config": {"filters": 60000},
+             "choices": {f"n{i}_in{j}": "nor_conv_3x3" for i in range(1, 4)
+                         for j in range(i)}}))],
+        "config_filters_huge": lambda: ["search", "--config", os.path.join(
+            ROOT, "configs", "nasbench201_dca_cpu.json"), "--set", "space.config.filters=60000",
+                                        "--set", "data.limit=32"],
+        "tuner_no_trials": lambda: ["search", "--set", "search.method=tuner", "--set",
+                                    'search.tuner={"type": "random", "max_trials": 0}'],
+        "config_deep": lambda: ["run", "--config", _write(
+            tmp_path / "deep.json", '{"data": ' + "[" * 50_000 + "]" * 50_000 + "}")],
     }[case]()
     # TINY first: should a check be missed, the run stays short (the case's --set wins);
     # its widths are the grunas space's, not the ResNet recipes'.
-    if not any("presnet50" in str(a) for a in args):
+    if not any("presnet50" in str(a) or "nasbench201" in str(a) for a in args):
         args = [args[0], *TINY, *args[1:]]
     if "--run_dir" not in args:
         args += ["--run_dir", str(out)]
@@ -327,6 +356,18 @@ def test_overwrite_never_deletes_a_file_the_config_names(tmp_path, cli):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert weights.read_bytes() == b"weeks of training"
     assert os.path.exists(run.file(".tfnas-run"))
+
+
+def test_train_with_the_architectures_own_space_records_it(tmp_path, cli):
+    widths = [[12, 24], [24, 24]]
+    doc = _write(tmp_path / "a.json", json.dumps(
+        {**ARCH, "space_config": {"widths": widths}, "choices": {"unit_1": 1, "unit_2": 2}}))
+    result = cli("train", "--config", QUICKSTART, *TINY, "--architecture", doc,
+                 "--architecture_space", "--set", "train.inherit=false", "--run_dir",
+                 str(tmp_path / "t"), "--verbose=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["space"] == {"name": "grunas", "config": {"widths": widths}}
 
 
 def test_resume_with_a_changed_config_names_the_change(finished_run, cli):

@@ -124,6 +124,50 @@ def test_every_bad_value_is_a_one_line_config_error(override, message):
     assert "\n" not in str(err.value)
 
 
+# Arguments handed to a library are held to a schema too (keras-tuner reads max_trials 0
+# as "no limit" and ran forever).
+@pytest.mark.parametrize("overrides, message", [
+    (["search.method=tuner", 'search.tuner={"type": "random", "max_trials": 0}'],
+     "search.tuner: max_trials: 0 is less than the minimum of 1"),
+    (["search.method=tuner", 'search.tuner={"type": "random", "max_trials": -3}'],
+     "search.tuner: max_trials: -3 is less than the minimum of 1"),
+    (["search.method=tuner", 'search.tuner={"type": "random", "max_trials": "ten"}'],
+     "search.tuner: max_trials: 'ten' is not of type 'integer'"),
+    (["search.method=tuner", 'search.tuner={"type": "hyperband", "factor": 1}'],
+     "search.tuner: factor: 1 is less than the minimum of 2"),
+    (["search.method=tuner", 'search.tuner={"type": "enas", "samples_per_update": 0}'],
+     "search.tuner: samples_per_update: 0 is less than the minimum of 1"),
+    (["search.method=enas", 'search.controller={"learning_rate": "fast"}'],
+     "search.controller.learning_rate: 'fast' is not of type 'number'"),
+    (["search.method=enas", 'search.controller={"baseline_decay": 1}'],
+     "search.controller.baseline_decay: 1 is greater than or equal to the maximum of 1"),
+])
+def test_library_arguments_are_checked_when_the_config_loads(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("optimizer, message", [
+    ({"name": "sgd", "learning_rate": 0.1, "momentum": 2}, "momentum: 2 is greater than"),
+    ({"name": "sgd", "learning_rate": 0.1, "nesterov": 3}, "nesterov: 3 is not of type"),
+    ({"name": "adam", "learning_rate": 0.1, "beta_1": "high"}, "beta_1: 'high' is not of"),
+])
+def test_optimizer_arguments_are_checked(optimizer, message):
+    with pytest.raises(ConfigError, match=message):
+        make_optimizer(optimizer, 10)
+
+
+def test_a_config_nested_thousands_deep_is_a_config_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ConfigError, match="nests its values too deeply"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match="nests its value too deeply"):
+        load_config(None, ["search.x=" + "[" * 100_000 + "]" * 100_000])
+
+
 def test_a_config_that_is_not_an_object_is_a_config_error(tmp_path):
     for text, kind in (("[1, 2]", "list"), ('"x"', "str"), ("3", "int")):
         path = tmp_path / "c.json"

@@ -8,7 +8,7 @@ import pytest
 MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.layers.grunas_unit", "tfnas.layers.mixing", "tfnas.layers.mixed_op",
            "tfnas.costs", "tfnas.penalties", "tfnas.budget", "tfnas.budget_graph",
-           "tfnas.architecture", "tfnas.builder",
+           "tfnas.architecture", "tfnas.builder", "tfnas.spaces.base",
            "tfnas.callbacks", "tfnas.spaces.grunas", "tfnas.search_model",
            "tfnas.layers.binary_gate", "tfnas.spaces.resnet", "tfnas.macs", "tfnas.backup",
            "tfnas.run_dir", "tfnas.data", "tfnas.registry", "tfnas.optimizers",

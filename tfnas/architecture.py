@@ -22,6 +22,7 @@ import os
 from tfnas.costs import count_parameters  # noqa: F401  (the one counter; re-exported)
 from tfnas.errors import TfnasError
 from tfnas.spaces import SearchSpaceError, get_space
+from tfnas.spaces.base import check_parameters
 
 FORMAT = "tfnas.architecture"
 VERSION = 1
@@ -137,6 +138,9 @@ class Architecture:
         except json.JSONDecodeError as err:
             raise ArchitectureError(f"The architecture document is not valid JSON: {err}.") \
                 from None
+        except RecursionError:
+            raise ArchitectureError("The architecture document nests its values too deeply "
+                                    "to be one.") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -151,8 +155,11 @@ class Architecture:
             raise ArchitectureError(f"{path} is not an architecture document (a JSON text "
                                     "file); it looks binary.") from None
         try:
-            return cls.from_json(text)
-        except ArchitectureError as err:
+            arch = cls.from_json(text)
+            # A document may ask for sizes no machine has: counted before anything is built.
+            check_parameters(arch.search_space(), arch.choices, "This architecture")
+            return arch
+        except (ArchitectureError, SearchSpaceError) as err:
             raise ArchitectureError(f"{path}: {err}") from None
 
     def __repr__(self):

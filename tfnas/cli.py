@@ -48,6 +48,9 @@ flags.DEFINE_enum("strategy", None, ["none", "mirrored", "multi_worker"],
                   "machine's GPUs, multi_worker = the machines of TF_CONFIG.")
 flags.DEFINE_string("architecture", None,
                     "Architecture JSON document (train; export, for tflite_int8_qat).")
+flags.DEFINE_bool("architecture_space", False,
+                  "train/export: take the space and its configuration from --architecture "
+                  "instead of the recipe's (recorded in the run's config.json).")
 flags.DEFINE_string("inherit_from", None,
                     "Search run directory whose learned weights `train` starts from.")
 flags.DEFINE_string("model", None, "A .keras model to export (export).")
@@ -214,6 +217,16 @@ def _config():
     return load_config(FLAGS.config, FLAGS.set + strategy)
 
 
+def _with_space_of(config, architecture):
+    """`config` with the architecture document's space and configuration (the data's
+    classes and input shape stay the data's: they are checked against it)."""
+    from tfnas.config import validate  # pylint: disable=import-outside-toplevel
+
+    space_config = {k: v for k, v in architecture.space_config.items()
+                    if k not in ("num_classes", "input_shape")}
+    return validate({**config, "space": {"name": architecture.space, "config": space_config}})
+
+
 def _run_path(config, command):
     """The run directory; a multi-worker cluster's workers other than the chief write
     theirs beside the chief's (`<run_dir>.worker-<index>`), deleted when they finish."""
@@ -302,6 +315,10 @@ def _main(command):
         from tfnas.architecture import Architecture  # pylint: disable=import-outside-toplevel
 
         architecture = Architecture.load(FLAGS.architecture)
+        if FLAGS.architecture_space:
+            config = _with_space_of(config, architecture)
+    elif FLAGS.architecture_space:
+        raise UsageError("--architecture_space takes the space of --architecture; give both.")
     phone = _android() if command in ("benchmark", "latency-table") else None
     if command == "export":
         model = _load_keras_model(FLAGS.model)

@@ -119,6 +119,9 @@ def parse_override(text):
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"Override {key.strip()}=... nests its value too deeply to be a "
+                          "config value.") from None
     return key.strip().split("."), value
 
 
@@ -156,6 +159,9 @@ def load_config(path=None, overrides=()):
             raise ConfigError(f"Cannot read config {path}: {err}.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"Config {path} is not valid JSON: {err}.") from None
+        except RecursionError:
+            raise ConfigError(f"Config {path} nests its values too deeply to be a tfnas "
+                              "recipe (a recipe is a few levels of sections).") from None
         if not isinstance(recipe, dict):
             raise ConfigError(f"Config {path} must be a JSON object of sections (name, seed, "
                               f"data, space, search, train, export), got a JSON "

@@ -6,9 +6,24 @@ from tfnas.errors import ConfigError
 from tfnas.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", key="name")
+_FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+_POSITIVE = {"type": ["number", "null"], "exclusiveMinimum": 0}
+# Types and ranges of the Keras optimizers' arguments a config may set (the learning rate
+# is checked by `check_learning_rate`; it becomes a schedule object).
+ARGUMENTS = {
+    "momentum": _FRACTION, "nesterov": {"type": "boolean"},
+    "weight_decay": {"type": ["number", "null"], "minimum": 0},
+    "beta_1": _FRACTION, "beta_2": _FRACTION, "rho": _FRACTION, "epsilon": _POSITIVE,
+    "amsgrad": {"type": "boolean"}, "centered": {"type": "boolean"},
+    "clipnorm": _POSITIVE, "clipvalue": _POSITIVE, "global_clipnorm": _POSITIVE,
+    "use_ema": {"type": "boolean"}, "ema_momentum": _FRACTION,
+    "ema_overwrite_frequency": {"type": ["integer", "null"], "minimum": 1},
+    "loss_scale_factor": _POSITIVE,
+    "gradient_accumulation_steps": {"type": ["integer", "null"], "minimum": 1},
+}
 for _name, _cls in (("sgd", keras.optimizers.SGD), ("adam", keras.optimizers.Adam),
                     ("adamw", keras.optimizers.AdamW), ("rmsprop", keras.optimizers.RMSprop)):
-    OPTIMIZERS.register(_name)(_cls)
+    OPTIMIZERS.register(_name, arguments=ARGUMENTS)(_cls)
 
 SCHEDULES = ("constant", "cosine", "cosine_restarts")
 RESTART_KEYS = {"cycles": 6, "t_mul": 2.0, "alpha": 0.0}
@@ -50,6 +65,7 @@ def make_optimizer(config, total_steps):
                           f"not {schedule!r}.")
     if "learning_rate" not in config:
         raise ConfigError(f"The optimizer {config['name']!r} needs a learning_rate.")
+    OPTIMIZERS.check(config)
     if schedule == "cosine":
         config["learning_rate"] = keras.optimizers.schedules.CosineDecay(
             config["learning_rate"], decay_steps=max(1, total_steps))

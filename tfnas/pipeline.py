@@ -22,6 +22,7 @@ from tfnas.deploy.report import count_macs, rows_from_summary, write_report
 from tfnas.methods import get_method
 from tfnas.optimizers import make_optimizer
 from tfnas.spaces import SearchSpace, get_space
+from tfnas.spaces.base import check_parameters
 
 
 class Prepared:
@@ -77,7 +78,12 @@ def _space(config, splits):
             "data.image_size) or set data.image_size.")
     space_config.setdefault("num_classes", splits.num_classes)
     space_config.setdefault("input_shape", list(shape))
-    return get_space(config["space"]["name"], space_config)
+    space = get_space(config["space"]["name"], space_config)
+    if _largest_integer(config["space"]["config"]) > 1024:
+        # Unusual sizes: count the parameters before anything allocates them.
+        check_parameters(space, {b: space.candidates(b)[-1] for b in space.blocks()},
+                         "The configured space's network")
+    return space
 
 
 def prepare(config):
@@ -109,8 +115,17 @@ def prepare(config):
     return prepared
 
 
+def _largest_integer(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return max((_largest_integer(v) for v in value), default=0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def check_architecture(architecture, prepared):
-    """An architecture fits the data it is to be trained on: classes and input shape."""
+    """An architecture fits the recipe (its space) and the data it is to be trained on
+    (classes and input shape)."""
     classes = architecture.space_config.get("num_classes")
     if classes is not None and classes != prepared.splits.num_classes:
         raise ArchitectureError(
@@ -123,6 +138,19 @@ def check_architecture(architecture, prepared):
             f"The architecture takes inputs of shape {list(shape)} but the data gives "
             f"{list(prepared.space.config['input_shape'])}; set data.image_size to match, or "
             "search again on this data.")
+    space = prepared.space
+    own = architecture.search_space().config  # with the space's defaults
+    changed = sorted(k for k in set(own) | set(space.config)
+                     if k not in ("num_classes", "input_shape")
+                     and own.get(k) != space.config.get(k))
+    if architecture.space != space.name or changed:
+        differs = (f"space {architecture.space!r}, the recipe's is {space.name!r}"
+                   if architecture.space != space.name else
+                   f"space {space.name!r} configured otherwise than the recipe ({', '.join(changed)})")
+        raise ArchitectureError(
+            f"The architecture is of {differs}, so config.json would not say what is trained. "
+            "Pass the recipe it was searched with (--config), or add --architecture_space to "
+            "train the document's space and record it in config.json.")
 
 
 def space_for(config):

@@ -36,14 +36,21 @@ class Registry:
 
     def __init__(self, kind, error=ConfigError, key="type"):
         self.kind, self.error, self.key = kind, error, key
-        self._entries, self._aliases = {}, {}
+        self._entries, self._aliases, self._schemas = {}, {}, {}
 
-    def register(self, name, aliases=()):
-        """Decorator: registers a class or factory function under `name` (and `aliases`)."""
+    def register(self, name, aliases=(), arguments=None):
+        """Decorator: registers a class or factory function under `name` (and `aliases`).
+
+        `arguments` is a JSON Schema of the arguments a config may pass, `{name:
+        schema}` (types, ranges): `check` holds them to it, so that a value the
+        constructor would take but misread (keras-tuner reads `max_trials: 0` as no
+        limit) is refused before a run starts."""
         def decorate(target):
             if name in self._entries and self._entries[name] is not target:
                 raise ValueError(f"A {self.kind} named {name!r} is registered already.")
             self._entries[name] = target
+            if arguments is not None:
+                self._schemas[name] = {"type": "object", "properties": arguments}
             for alias in aliases:
                 self._aliases[alias] = name
             return target
@@ -79,11 +86,20 @@ class Registry:
         the constructor's signature, without building it; returns `(name, arguments)`."""
         import inspect  # pylint: disable=import-outside-toplevel
 
+        import jsonschema  # pylint: disable=import-outside-toplevel
+
         name, arguments = self.split(config)
         try:
             inspect.signature(self.resolve(name)).bind(**arguments, **kwargs)
         except TypeError as err:
             raise self.error(f"Bad arguments for the {self.kind} {name!r}: {err}") from None
+        if name in self._schemas:
+            errors = sorted(jsonschema.Draft202012Validator(self._schemas[name]).iter_errors(
+                arguments), key=lambda e: list(map(str, e.absolute_path)))
+            if errors:
+                key = ".".join(map(str, errors[0].absolute_path))
+                raise self.error(f"{key}: {errors[0].message} (an argument of the {self.kind} "
+                                 f"{name!r}).")
         return name, arguments
 
     def get(self, config, **kwargs):

@@ -27,6 +27,7 @@ from tfnas.layers.chosen_path import set_path
 from tfnas.methods.base import SupernetMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.search_model import WEIGHTS, SearchModel
+from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
 
 
 @register_method
@@ -49,7 +50,7 @@ class EnasSearch(SupernetMethod):
     schema = {
         "trials": schema.integer(1),
         "child_steps": schema.integer(1),
-        "controller": {"type": "object"},
+        "controller": {"type": "object", "properties": SETTINGS_SCHEMA},
         "reproducible": schema.BOOLEAN,
         "optimizer": schema.OPEN,
     }

@@ -27,6 +27,7 @@ from tfnas.macs import count_macs
 from tfnas.methods.base import SearchMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
+from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
 
 # keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
 # tuner's directory and project, and the `search.tuner` arguments.
@@ -94,10 +95,16 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
                     project_name=project_name, overwrite=overwrite)
 
 
-TUNERS.register("random")(_random)
-TUNERS.register("enas")(_enas)
-TUNERS.register("hyperband")(_hyperband)
-TUNERS.register("bayesian")(_bayesian)
+# keras-tuner reads max_trials 0 (or None) as "no limit": a trial count is at least 1.
+_TRIALS = {"max_trials": schema.integer(1)}
+TUNERS.register("random", arguments=_TRIALS)(_random)
+TUNERS.register("enas", arguments={**_TRIALS, **SETTINGS_SCHEMA})(_enas)
+TUNERS.register("hyperband", arguments={
+    "max_epochs": schema.integer(1), "factor": schema.integer(2),
+    "hyperband_iterations": schema.integer(1)})(_hyperband)
+TUNERS.register("bayesian", arguments={
+    **_TRIALS, "num_initial_points": schema.integer(1, nullable=True),
+    "alpha": schema.number(exclusive_minimum=0), "beta": schema.number(minimum=0)})(_bayesian)
 # The settings tfnas passes to every tuner factory.
 TUNER_SETTINGS = ("hypermodel", "objective", "seed", "directory", "project_name", "overwrite",
                   "max_consecutive_failed_trials")
@@ -152,12 +159,13 @@ class TunerSearch(SearchMethod):
                               "a latency limit needs a latency table of the space (tfnas "
                               "latency-table), and a table needs the limit.")
         check_learning_rate("search.optimizer", section["optimizer"])
+        prefixed("search.tuner", TUNERS.check, section["tuner"],
+                 **dict.fromkeys(TUNER_SETTINGS))
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
         s = self.section
         prefixed("search.optimizer", make_optimizer, s["optimizer"], 1)
-        prefixed("search.tuner", TUNERS.check, s["tuner"], **dict.fromkeys(TUNER_SETTINGS))
         table = s["constraints"]["latency_table"]
         self.latency = LatencyCost.from_table(table, self.space) if table else None
 

@@ -39,6 +39,64 @@ def get_space(name, config=None):
                                f"{type(err).__name__}: {err}.") from None
 
 
+# The largest integer a space configuration may hold (channels, cells, image sides), and
+# the most parameters a network tfnas builds may have: sizes beyond them are typos that
+# would make Keras allocate tensors no machine holds.
+MAX_SIZE = 65_536
+MAX_PARAMETERS = 10 ** 9
+
+
+def _check_sizes(name, value, path):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_sizes(name, item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_sizes(name, item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise SearchSpaceError(f"Space {name!r}: {path} is {value}; give a finite number.")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+        raise SearchSpaceError(
+            f"Space {name!r}: {path} = {value:,} is larger than any size tfnas builds (at "
+            f"most {MAX_SIZE:,}); check the space's configuration.")
+
+
+def estimate_parameters(space, choices):
+    """The parameter count (weights of every kind) of `space.build_model(choices)`, read
+    from the shapes of its weights without allocating them.
+
+    Example:
+
+    >>> space = get_space("nasbench201", {"filters": 60_000})
+    >>> estimate_parameters(space, {b: "nor_conv_3x3" for b in space.blocks()}) > 10 ** 12
+    True
+    """
+    import keras  # pylint: disable=import-outside-toplevel
+    # Keras keeps the variables created in a stateless scope in a global list, to
+    # initialize them when a scope exits; these must never be.
+    from keras.src.backend.common import global_state  # pylint: disable=import-outside-toplevel
+
+    pending = list(global_state.get_global_attribute("uninitialized_variables", []) or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = space.build_model(choices)
+            return int(sum(math.prod(w.shape) for w in model.weights))
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", pending)
+
+
+def check_parameters(space, choices, what):
+    """Raises `SearchSpaceError` if `space.build_model(choices)` would have more than
+    `MAX_PARAMETERS` parameters, before anything is allocated."""
+    count = estimate_parameters(space, choices)
+    if count > MAX_PARAMETERS:
+        raise SearchSpaceError(
+            f"{what} would have {count:,} parameters, more than the {MAX_PARAMETERS:,} any "
+            f"network tfnas builds may have; check the sizes in its space configuration "
+            f"({space.name!r}).")
+    return count
+
+
 def available_spaces():
     return SPACES.names()
 
@@ -77,6 +135,7 @@ class SearchSpace:
             raise SearchSpaceError(
                 f"Unknown configuration keys {unknown} for search space {self.name!r}; "
                 f"valid keys are {sorted(self.defaults)}.{hints}")
+        _check_sizes(self.name, config, "")
         self.config = {**self.defaults, **config}
 
     def blocks(self):

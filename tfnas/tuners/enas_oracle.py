@@ -14,6 +14,27 @@ from tfnas.run_dir import write_json_atomically
 from tfnas.tuners.controller import Controller, decode, encode
 from tfnas.tuners.distributed import wait_for_chief
 
+def _number(**limits):
+    return {"type": "number", **limits}
+
+
+# JSON Schema of the settings a config passes to `EnasOracle` (`search.controller`, the
+# tuner method's `{"type": "enas", ...}`): types and ranges, checked before a run starts.
+SETTINGS_SCHEMA = {
+    "lstm_units": {"type": "integer", "minimum": 1},
+    "tanh_constant": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "op_tanh_reduce": _number(exclusiveMinimum=0),
+    "input_decisions": {"type": ["array", "null"], "items": {"type": "string"}},
+    "temperature": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "entropy_weight": _number(minimum=0),
+    "baseline_decay": _number(minimum=0, exclusiveMaximum=1),
+    "learning_rate": _number(exclusiveMinimum=0),
+    "samples_per_update": {"type": "integer", "minimum": 1},
+    "failed_reward": {"type": ["number", "null"]},
+    "resample_seen": {"type": "integer", "minimum": 0},
+    "max_retries_per_trial": {"type": "integer", "minimum": 0},
+}
+
 # The most choices one decision may have (an hp.Int over a huge range is not a decision).
 MAX_CHOICES = 10_000
 
