@@ -12,7 +12,7 @@ from tfnas.architecture import Architecture
 from tfnas.costs import COSTS, count_parameters
 from tfnas.layers.cell_ops import DARTS_OPS
 from tfnas.spaces import SearchSpaceError, get_space
-from tfnas.spaces.darts import DARTS_V2, choices_genotype, genotype_choices
+from tfnas.spaces.darts import DARTS_V2, DartsSpace, choices_genotype, genotype_choices
 
 
 def test_darts_v2_evaluation_network_has_the_original_codes_parameter_count():
@@ -55,6 +55,41 @@ def test_genotypes_convert_both_ways_and_bad_genotypes_say_what_is_wrong():
         genotype_choices({**DARTS_V2, "reduce": DARTS_V2["reduce"][:7]})
     with pytest.raises(SearchSpaceError, match="Node 0 .* takes input 2"):
         genotype_choices({**DARTS_V2, "normal": [("sep_conv_3x3", 2)] + DARTS_V2["normal"][1:]})
+
+
+@pytest.mark.parametrize("genotype, message", [
+    ({"normal": DARTS_V2["normal"]}, "has no 'reduce' cell"),
+    ({**DARTS_V2, "normal": [("sep_conv_3x3",)] * 8}, "each pair \\[op, input\\]"),
+    ({**DARTS_V2, "normal": [("sep_conv_3x3", True)] * 8}, "takes input True"),
+    ({**DARTS_V2, "normal": "sep_conv_3x3"}, "The normal cell of the DARTS genotype is"),
+    ("DARTS_V2", "has no 'normal' and 'reduce' cell"),
+    ({**DARTS_V2, "normal": [(3, 0)] * 8}, "Unknown op 3"),
+])
+def test_malformed_genotypes_are_one_line_errors(genotype, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        genotype_choices(genotype)
+
+
+def test_a_darts_document_whose_node_takes_three_inputs_is_refused():
+    from tfnas.architecture import ArchitectureError  # pylint: disable=import-outside-toplevel
+
+    choices = genotype_choices(DARTS_V2)
+    choices["normal_n2_in2"] = "skip_connect"  # node 2 already takes inputs 0 and 1
+    with pytest.raises(ArchitectureError, match="Node 2 of the normal cell takes 3 inputs"):
+        Architecture("darts", {}, choices).validate()
+
+
+def test_tuner_draws_of_darts_are_valid_cells():
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    space = DartsSpace(filters=4, cells=3)
+    for seed in range(5):
+        hp = kt.HyperParameters()
+        rng = np.random.default_rng(seed)
+        space.hyperparameters(hp)
+        for h in hp.space:
+            hp.values[h.name] = h.values[rng.integers(len(h.values))]
+        space.validate_architecture(space.hyperparameters(hp))
 
 
 def test_derivation_keeps_the_two_strongest_edges_of_a_node_leaving_none_out():

@@ -64,6 +64,8 @@ class Architecture:
         space = self.search_space()
         try:
             space.validate_choices(self.choices)
+            # A space's rules for whole architectures (DARTS: two inputs per node).
+            getattr(space, "validate_architecture", lambda choices: None)(self.choices)
         except SearchSpaceError as err:
             raise ArchitectureError(f"Invalid architecture: {err}") from None
         if self.probabilities is not None:

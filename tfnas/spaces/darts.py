@@ -63,21 +63,35 @@ def genotype_choices(genotype, nodes=4):
     >>> choices["normal_n3_in2"], choices["normal_n3_in1"]
     ('dil_conv_3x3', 'none')
     """
-    get = genotype.get if isinstance(genotype, dict) else lambda k: getattr(genotype, k)
+    shape = ('a genotype is {"normal": [[op, input], ...], "reduce": [...]} (or a '
+             "Genotype), two pairs per node")
+    if isinstance(genotype, dict):
+        missing = [k for k in KINDS if k not in genotype]
+        cells = {k: genotype.get(k) for k in KINDS}
+    else:
+        missing = [k for k in KINDS if not hasattr(genotype, k)]
+        cells = {k: getattr(genotype, k, None) for k in KINDS}
+    if missing:
+        raise SearchSpaceError(f"The DARTS genotype has no {' and '.join(map(repr, missing))} "
+                               f"cell; {shape}.")
     choices = {edge_block(kind, i, j): "none" for kind in KINDS for i in range(nodes)
                for j in range(i + 2)}
     for kind in KINDS:
-        pairs = [tuple(p) for p in get(kind)]
+        if not isinstance(cells[kind], (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in cells[kind]):
+            raise SearchSpaceError(f"The {kind} cell of the DARTS genotype is "
+                                   f"{cells[kind]!r}; {shape}, each pair [op, input].")
+        pairs = [tuple(p) for p in cells[kind]]
         if len(pairs) != 2 * nodes:
             raise SearchSpaceError(f"A DARTS genotype's {kind} cell lists two (op, input) "
                                    f"pairs for each of its {nodes} nodes ({2 * nodes}); got "
                                    f"{len(pairs)}.")
         for k, (op, j) in enumerate(pairs):
             i = k // 2
-            if op not in DARTS_OPS or op == "none":
+            if not isinstance(op, str) or op not in DARTS_OPS or op == "none":
                 raise SearchSpaceError(f"Unknown op {op!r} in the {kind} cell of the genotype; "
                                        f"DARTS ops are {list(DARTS_OPS[1:])}.")
-            if not isinstance(j, int) or not 0 <= j < i + 2:
+            if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < i + 2:
                 raise SearchSpaceError(f"Node {i} of the {kind} cell takes input {j!r}; it can "
                                        f"take 0..{i + 1} (the two cell inputs, earlier nodes).")
             block = edge_block(kind, i, j)
@@ -190,6 +204,33 @@ class DartsSpace(SearchSpace):
     def candidates(self, block):
         del block
         return list(DARTS_OPS)
+
+    def validate_architecture(self, choices):
+        """DARTS's rule for an architecture (a document, a derived or drawn cell; the
+        networks costs are counted on may break it): each node takes exactly two inputs,
+        ops other than none."""
+        for kind in KINDS:
+            for i in range(self.config["nodes"]):
+                taken = [j for j in range(i + 2) if choices[edge_block(kind, i, j)] != "none"]
+                if len(taken) != 2:
+                    raise SearchSpaceError(
+                        f"Node {i} of the {kind} cell takes {len(taken)} inputs {taken}; a "
+                        "DARTS node takes exactly two (the other edges are 'none').")
+
+    def hyperparameters(self, hp):
+        """Per node, the pair of inputs (`{kind}_n{i}_inputs`, an index into the pairs) and
+        the op on each (`{kind}_n{i}_op0`, `_op1`): every draw is a valid DARTS cell."""
+        choices = {}
+        for kind in KINDS:
+            for i in range(self.config["nodes"]):
+                pairs = list(itertools.combinations(range(i + 2), 2))
+                pair = pairs[hp.Choice(f"{kind}_n{i}_inputs", list(range(len(pairs))))]
+                for j in range(i + 2):
+                    choices[edge_block(kind, i, j)] = "none"
+                for k, j in enumerate(pair):
+                    choices[edge_block(kind, i, j)] = hp.Choice(f"{kind}_n{i}_op{k}",
+                                                                list(DARTS_OPS[1:]))
+        return choices
 
     def derivation_groups(self, probabilities):
         """DARTS's rule as groups: each node of each cell kind takes two incoming edges with
