@@ -239,6 +239,37 @@ def test_bad_input_is_a_clear_error(tmp_path):
         EnasOracle(objective=MAX, samples_per_update=0)
 
 
+class BuildingTuner(kt.Tuner):
+    """A plain tuner whose trials build the hypermodel, as `keras_tuner.Tuner` does."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.hypermodel.build(trial.hyperparameters)
+        return {"reward": 0.0}
+
+
+def test_a_project_of_another_space_or_a_damaged_state_is_refused(tmp_path):
+    def first(hp):
+        hp.Choice("op", ["a", "b", "c"])
+
+    def other(hp):
+        hp.Choice("edge_0", [0, 1, 2, 3, 4])
+        hp.Choice("edge_1", [0, 1, 2, 3, 4])
+
+    def tuner(build, overwrite, trials=4):
+        return BuildingTuner(oracle=EnasOracle(objective=MAX, max_trials=trials, seed=1),
+                             hypermodel=build, directory=str(tmp_path), project_name="p",
+                             overwrite=overwrite)
+
+    tuner(first, True, trials=2).search(verbose=0)
+    with pytest.raises(ValueError, match=r"a search over \['op'\] but the hypermodel declares "
+                                         r"\['edge_0', 'edge_1'\]: it is another search"):
+        tuner(other, False).search(verbose=0)
+    state = tmp_path / "p" / "oracle.json"
+    state.write_text(state.read_text()[:100])
+    with pytest.raises(ValueError, match="oracle.json|a state file is damaged"):
+        tuner(first, False)
+
+
 def test_the_tuner_method_offers_the_enas_controller(tmp_path):
     from tfnas.errors import ConfigError
     from tfnas.methods.tuner import TUNER_SETTINGS, TUNERS

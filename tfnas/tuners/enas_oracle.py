@@ -185,6 +185,15 @@ class EnasOracle(kt.Oracle):
 
     def update_space(self, hyperparameters):
         known_by_name = {hp.name: hp for hp in self.hyperparameters.space}
+        saved = getattr(self, "_saved_names", None)
+        new = sorted(hp.name for hp in hyperparameters.space if hp.name not in known_by_name)
+        if saved and new:
+            # After a reload keras-tuner builds the hypermodel only inside trials, so the
+            # first trial of another space ends here.
+            raise ValueError(
+                f"EnasOracle: this project holds a search over {sorted(saved)} but the "
+                f"hypermodel declares {new}: it is another search space. Use another "
+                "project_name, or overwrite=True.")
         for hp in hyperparameters.space:
             known = known_by_name.get(hp.name)
             if known is not None and known.conditions == hp.conditions:
@@ -338,7 +347,16 @@ class EnasOracle(kt.Oracle):
             _write_json_atomically(self._get_oracle_fname(), self.get_state())
 
     def reload(self):
-        super().reload()
+        try:
+            super().reload()
+        except ValueError as err:  # json.JSONDecodeError: a file cut short
+            raise ValueError(
+                f"EnasOracle: cannot reload the project in {self._project_dir}: a state file "
+                f"is damaged ({type(err).__name__}: {err}). Restore it, use another "
+                "project_name, or overwrite=True.") from None
+        # Names the hypermodel must declare: a reloaded search over another space would
+        # hand its trials the old space's values.
+        self._saved_names = {hp.name for hp in self.hyperparameters.space}
         # keras-tuner writes a new trial's file before the oracle's state: a chief killed
         # between the two leaves a trial the state never started. Its id is given again.
         for trial_id in set(self.trials) - set(self.start_order):
