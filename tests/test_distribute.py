@@ -154,7 +154,18 @@ def test_bad_distribute_input_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{cluster")
     with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON"):
         distribute.strategy({"strategy": "multi_worker", "devices": None})
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+         "task": {"type": "worker", "index": 5}}))
+    with pytest.raises(ConfigError, match="task.index 5 is not a worker of the cluster, which "
+                                          "has 2 \\(indices 0 to 1\\)"):
+        distribute.strategy({"strategy": "multi_worker"})
     monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(ConfigError, match="distribute.devices: /gpu:7 is not a device of this "
+                                          "machine \\(it has /cpu:0"):
+        distribute.strategy({"strategy": "mirrored", "devices": ["/gpu:7"]})
+    with pytest.raises(ConfigError, match="'my-gpu' is not a device name"):
+        distribute.strategy({"strategy": "mirrored", "devices": ["my-gpu"]})
     import tensorflow as tf
 
     have = len(tf.config.list_logical_devices("CPU"))  # TensorFlow's runtime has started
@@ -181,6 +192,26 @@ def test_multi_worker_without_a_run_directory_is_refused_before_anything_runs(
     assert capsys.readouterr().err.strip() == (
         "tfnas search: error: distribute.strategy 'multi_worker' needs --run_dir: every "
         "worker of the cluster names the same run.")
+
+
+def test_a_worker_whose_port_is_taken_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]},
+             "task": {"type": "worker", "index": 0}})}
+        result = subprocess.run(
+            [sys.executable, "-m", "tfnas.cli", "search", "--config", QUICKSTART, "--strategy",
+             "multi_worker", "--run_dir", str(tmp_path / "r")], capture_output=True, text=True,
+            env=env, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"tfnas search: error: TF_CONFIG gives this process the address 127.0.0.1:{port}, and "
+        "its port is in use by another process: stop that process (an earlier run of this "
+        "worker?) or give this task a free port in TF_CONFIG."]
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_process_that_has_rejoined_enough_times_exits_with_one_line(monkeypatch, capsys):

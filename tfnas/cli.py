@@ -104,6 +104,9 @@ def main(argv):
         _quiet_tensorflow(FLAGS.tf_logs)
         return _main(command)
     except TfnasError as err:
+        reason = _rejoin_reason(err)
+        if reason is not None:
+            return _rejoin(command, err, reason)
         print(f"{' '.join(['tfnas', command] if command else ['tfnas'])}: error: {err}",
               file=sys.stderr)
         return 2
@@ -118,14 +121,15 @@ def _rejoin_reason(err):
     """Why this process of a multi-worker run should start again, or None."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from tfnas.distribute import PortInUseError  # pylint: disable=import-outside-toplevel
+
     if _REJOINS_LEFT is None:
         return None
     # Unavailable: the peer is gone; Aborted: it came back as a new process already.
     if isinstance(err, (tf.errors.UnavailableError, tf.errors.AbortedError)):
         return "a peer of the cluster stopped"
     # A restarted process whose port the system has not freed yet (seen once on CI).
-    if (isinstance(err, tf.errors.UnknownError) and os.environ.get(_REJOINED)
-            and "Could not start gRPC server" in str(err)):
+    if isinstance(err, PortInUseError) and os.environ.get(_REJOINED):
         time.sleep(5)
         return "this process's port was not free yet"
     return None

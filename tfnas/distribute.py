@@ -100,6 +100,10 @@ def check_replicable(model):
             "tf.distribute; set \"reproducible\": false (the default), or search on one device.")
 
 
+class PortInUseError(DistributionError):
+    """This process's address in TF_CONFIG is held by another process."""
+
+
 def is_chief():
     """Whether this process writes the run's files: always, except on the workers of a
     multi-worker cluster other than the chief (task 0 of "chief", or worker 0 without
@@ -154,6 +158,8 @@ def _make(settings):
         devices = settings.get("devices")
         if not devices and settings.get("logical_cpus"):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if settings.get("devices"):
+            _check_devices(settings["devices"])
         return tf.distribute.MirroredStrategy(devices) if devices else \
             tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -163,8 +169,55 @@ def _make(settings):
                               "environment, naming the cluster and this process's task "
                               '({"cluster": {"worker": ["host:port", ...]}, "task": '
                               '{"type": "worker", "index": 0}}).')
-        return _MultiWorkerStrategy()
+        address = _check_task(cluster)
+        try:
+            return _MultiWorkerStrategy()
+        except tf.errors.UnknownError as err:
+            if "Could not start gRPC server" not in str(err):
+                raise
+            raise PortInUseError(
+                f"TF_CONFIG gives this process the address {address}, and its port is in use "
+                "by another process: stop that process (an earlier run of this worker?) or "
+                "give this task a free port in TF_CONFIG.") from None
     raise ConfigError(f"distribute.strategy: {name!r} is not one of {list(STRATEGIES)}.")
+
+
+def _check_devices(devices):
+    """Each of `devices` exists on this machine: a missing GPU must not quietly leave the
+    run on the CPU."""
+    have = {}
+    for device in tf.config.list_logical_devices():
+        spec = tf.DeviceSpec.from_string(device.name)
+        have.setdefault(spec.device_type, set()).add(spec.device_index)
+    for name in devices:
+        try:
+            spec = tf.DeviceSpec.from_string(name)
+        except ValueError:
+            spec = None
+        if spec is None or spec.device_type is None:
+            raise ConfigError(f"distribute.devices: {name!r} is not a device name; name "
+                              "devices as \"/gpu:0\" or \"/cpu:0\".")
+        if (spec.device_index or 0) not in have.get(spec.device_type.upper(), set()):
+            present = ", ".join(f"/{kind.lower()}:{i}" for kind, indices in sorted(have.items())
+                                for i in sorted(indices)) or "none"
+            raise ConfigError(f"distribute.devices: {name} is not a device of this machine "
+                              f"(it has {present}); name devices it has, or leave "
+                              "distribute.devices out to use all its GPUs.")
+
+
+def _check_task(cluster):
+    """This process's task exists in the cluster of TF_CONFIG; returns its address."""
+    task, jobs = cluster["task"], cluster["cluster"]
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in jobs:
+        raise ConfigError(f"TF_CONFIG: task type {kind!r} is not a job of the cluster "
+                          f"{sorted(jobs)}; set task.type to one of them.")
+    if isinstance(index, bool) or not isinstance(index, int) or \
+            not 0 <= index < len(jobs[kind]):
+        raise ConfigError(f"TF_CONFIG: task.index {index!r} is not a {kind} of the cluster, "
+                          f"which has {len(jobs[kind])} (indices 0 to {len(jobs[kind]) - 1}); "
+                          "give each process its own index.")
+    return jobs[kind][index]
 
 
 class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
