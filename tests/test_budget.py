@@ -96,4 +96,4 @@ def test_darts_derives_two_edges_per_node_within_the_budget():
     for kind in ("normal", "reduce"):
         for i in range(4):
             assert sum(within[f"{kind}_n{i}_in{j}"] != "none" for j in range(i + 2)) == 2
-    assert space.cheapest(cost) == cost.minimum()  # parameter-free ops on every kept edge
+    assert space.cost_range(cost)[0] == cost.minimum()  # parameter-free ops on every kept edge

@@ -125,15 +125,19 @@ def test_a_restored_search_keeps_the_multiplier_and_the_bound(tmp_path):
     assert float(resumed_penalty.bound) == 123.0
 
 
-def test_a_budget_below_the_smallest_network_names_the_minimum():
+def test_a_budget_outside_the_spaces_networks_names_the_limit():
     space = get_space("nasbench201", TINY)
     cost = ParameterCost.from_space(space)
-    smallest = space.cheapest(cost)
+    smallest, largest = space.cost_range(cost)
     assert smallest == cost.minimum()  # every edge none
+    assert largest == cost.of_choices({b: "nor_conv_3x3" for b in space.blocks()})
     with pytest.raises(ConfigError, match=f"smallest network of the space, {smallest:g} "
                                           "parameters"):
-        LagrangianPenalty(budget=smallest - 1).check_cost(cost, smallest)
-    LagrangianPenalty(budget=smallest).check_cost(cost, smallest)
+        LagrangianPenalty(budget=smallest - 1).check_cost(cost, smallest, largest)
+    LagrangianPenalty(budget=smallest).check_cost(cost, smallest, largest)
+    with pytest.raises(ConfigError, match=f"at or above the largest network of the space, "
+                                          f"{largest:g} parameters: it can never bind"):
+        LagrangianPenalty(budget=1e12).check_cost(cost, smallest, largest)
     from tfnas import penalties
 
     with pytest.raises(ConfigError, match="switches take true or false"):
@@ -154,7 +158,8 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
     recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
                           "nasbench201_dca_cpu.json")
     tiny = ["--set", "search.epochs=1", "--set", "search.warmup_epochs=0", "--set",
-            "data.limit=64", "--set", "space.config.filters=4", "--verbose=0"]
+            "data.limit=64", "--set", "space.config.filters=4", "--set",
+            "search.penalty.budget=9000", "--verbose=0"]
     run_dir = str(tmp_path / "graph")
     args = ["budget-graph", "--config", recipe, "--bounds", "5000,15000", "--budget", "9000",
             "--run_dir", run_dir, *tiny]

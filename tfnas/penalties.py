@@ -43,11 +43,11 @@ class Penalty:
     # supernet, where the cost is counted on one) before it writes anything, to check it.
     checks_cost = False
 
-    def check_cost(self, cost, smallest):
+    def check_cost(self, cost, smallest, largest):
         """Raises `ConfigError` if the penalty cannot work with `cost`, whose cheapest
-        derivable architecture costs `smallest` (a budget no network of the space meets);
-        default nothing to check."""
-        del cost, smallest
+        derivable architecture costs `smallest` and dearest `largest` (a budget no network
+        of the space meets, or one that every network meets); default nothing to check."""
+        del cost, smallest, largest
 
     def callbacks(self, measure):
         """Keras callbacks the penalty needs during a search; `measure()` returns the
@@ -268,12 +268,17 @@ class LagrangianPenalty(Penalty):
     def logged_values(self):
         return {"lagrange_multiplier": self.multiplier, "constraint_bound": self.bound}
 
-    def check_cost(self, cost, smallest):
+    def check_cost(self, cost, smallest, largest):
         self.minimum = smallest
         if self.budget < smallest:
             raise ConfigError(f"budget {self.budget:g} is below the smallest network of the "
                               f"space, {smallest:g} {cost.unit}; raise the budget to at least "
                               "that.")
+        if self.budget >= largest:
+            raise ConfigError(f"budget {self.budget:g} is at or above the largest network of "
+                              f"the space, {largest:g} {cost.unit}: it can never bind, and the "
+                              "search would run unconstrained. Lower the budget below that, "
+                              "or search without a penalty.")
 
     def callbacks(self, measure):
         if self.bound_rule != "derived":

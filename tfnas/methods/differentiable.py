@@ -107,7 +107,7 @@ class DifferentiableSearch(SupernetMethod):
         """The cost model of the search, checked by `penalty` against the space."""
         cost = self._cost or prefixed("search.cost", COSTS.get, self.section["cost"],
                                       space=self.space, supernet=supernet)
-        prefixed("search.penalty", penalty.check_cost, cost, self.space.cheapest(cost))
+        prefixed("search.penalty", penalty.check_cost, cost, *self.space.cost_range(cost))
         return cost
 
     def mixing_rule(self):

@@ -221,13 +221,15 @@ class SearchSpace:
             choices.update(g[a][1])
         return choices
 
-    def cheapest(self, cost):
-        """The cost of the cheapest architecture `derive` can give (a DARTS node keeps two
-        edges, so its cheapest is not every edge none)."""
+    def cost_range(self, cost):
+        """`(cheapest, dearest)`: the costs of the cheapest and the dearest architectures
+        `derive` can give (a DARTS node keeps two edges, so its cheapest is not every edge
+        none)."""
         uniform = {b: [1.0] * len(self.candidates(b)) for b in self.blocks()}
-        return cost.fixed + sum(min(cost.of_blocks(self.effective_choices(part))
-                                    for _, part in group)
-                                for group in self.derivation_groups(uniform))
+        groups = [[cost.of_blocks(self.effective_choices(part)) for _, part in group]
+                  for group in self.derivation_groups(uniform)]
+        return (cost.fixed + sum(min(g) for g in groups),
+                cost.fixed + sum(max(g) for g in groups))
 
     def derivation_groups(self, probabilities):
         """The independent parts of a derivation: a list of groups, each a list of
