@@ -47,6 +47,11 @@ def test_run_writes_everything_into_its_directory(finished_run):
         assert summary["exports"][fmt]["host_latency"]["median_ms"] > 0
         assert (run_dir / "models" / f"model_{fmt[7:]}.tflite").exists()
     assert "architecture (grunas)" in result.stdout and "trainable parameters" in result.stdout
+    # Every export stage says when it starts: a slow one is not taken for a hang.
+    for stage in ("saved_model: writing", "tflite_int8: converting",
+                  "tflite_int8_qat: fake-quantizing (native), calibrating ranges, fine-tuning",
+                  "tflite_int8_qat: testing on"):
+        assert stage in result.stdout, stage
     assert summary["macs"] > summary["parameters"]
     assert "| tflite_int8 |" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "config.json").read_text())["search"]["epochs"] == 2

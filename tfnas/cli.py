@@ -369,7 +369,8 @@ def _main(command):
             return 0
         if architecture is not None and not os.path.exists(run.file("architecture.json")):
             architecture.save(run.file("architecture.json"))
-        run.write_json("summary.json", pipeline.export(config, run, model, prepared=prepared))
+        run.write_json("summary.json", pipeline.export(config, run, model, prepared=prepared,
+                                                       fit_verbose=verbose))
         run.finish_stage("export")
     elif command == "benchmark":
         result = _benchmark(run, phone)

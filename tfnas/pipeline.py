@@ -266,30 +266,37 @@ def _training_model(architecture, train_config, prepared):
     return model, trainer, lambda e: batches(e).map(lambda x, y: (x, (y, y)))
 
 
-def export(config, run, model, verbose=True, prepared=None):
+def export(config, run, model, verbose=True, prepared=None, fit_verbose=2):
     """SavedModel and TFLite models under `models/`, each evaluated on test and timed on this host.
 
-    int8 is calibrated on images of the training split.
+    int8 is calibrated on images of the training split. Each stage prints a line when
+    it starts, and QAT's fine-tuning shows Keras's progress (`fit_verbose`), so that a
+    slow stage of a large network is not taken for a hang.
     """
     from tfnas import deploy  # pylint: disable=import-outside-toplevel
 
     formats = config["export"]["formats"]
     if formats:
-        print(f"== export: {', '.join(formats)}")
+        print(f"== export: {', '.join(formats)}", flush=True)
     result = {}
     if "saved_model" in formats:
+        _stage("saved_model: writing")
         saved_model = deploy.export_saved_model(model, run.file("models", "saved_model"))
         result["saved_model"] = {"path": saved_model, "bytes": _dir_size(saved_model)}
     tflite_formats = [fmt for fmt in formats if fmt.startswith("tflite_")]
     if tflite_formats:
         result.update(_export_tflite(config, run, model, tflite_formats,
-                                     prepared or prepare(config)))
+                                     prepared or prepare(config), fit_verbose))
     if verbose:
         print(json.dumps(result, indent=2))
     return result
 
 
-def _export_tflite(config, run, model, formats, prepared):
+def _stage(text):
+    print(f"   {time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+def _export_tflite(config, run, model, formats, prepared, fit_verbose):
     from tfnas import deploy  # pylint: disable=import-outside-toplevel
     from tfnas.deploy.benchmark import benchmark_host  # pylint: disable=import-outside-toplevel
     from tfnas.deploy.lowering import fold_batch_norms  # pylint: disable=import-outside-toplevel
@@ -301,8 +308,9 @@ def _export_tflite(config, run, model, formats, prepared):
     for fmt in formats:
         mode = fmt[len("tflite_"):]
         if mode == "int8_qat":
-            path = _quantization_aware(config, run, model, calibration, prepared)
+            path = _quantization_aware(config, run, model, calibration, prepared, fit_verbose)
         else:
+            _stage(f"{fmt}: converting")
             if tflite_source is None:
                 # TFLite comes from an equal model with BatchNorms folded into grouped convs.
                 tflite_source = deploy.export_saved_model(
@@ -311,13 +319,14 @@ def _export_tflite(config, run, model, formats, prepared):
                                   mode, representative_data=[calibration],
                                   calibration_steps=len(calibration),
                                   per_channel=config["export"]["int8_per_channel"])
+        _stage(f"{fmt}: testing on {len(x)} images and timing in LiteRT")
         result[fmt] = {"path": path, "bytes": os.path.getsize(path),
                        "test_accuracy": deploy.evaluate(path, x, y),
                        "host_latency": benchmark_host(path, num_threads=1)}
     return result
 
 
-def _quantization_aware(config, run, model, calibration, prepared):
+def _quantization_aware(config, run, model, calibration, prepared, fit_verbose):
     """Fine-tunes `model` with fake quantization and writes int8 TFLite (`export.qat_backend`:
     "native" rewrites the Keras 3 model of any space, "tfmot" rebuilds it in tf_keras)."""
     from tfnas.deploy import ExportError  # pylint: disable=import-outside-toplevel
@@ -325,7 +334,10 @@ def _quantization_aware(config, run, model, calibration, prepared):
     e = config["export"]
     path = run.file("models", "model_int8_qat.tflite")
     common = {"epochs": e["qat_epochs"], "learning_rate": e["qat_learning_rate"],
-              "representative_data": [calibration], "calibration_steps": len(calibration)}
+              "representative_data": [calibration], "calibration_steps": len(calibration),
+              "verbose": fit_verbose}
+    _stage(f"tflite_int8_qat: fake-quantizing ({e['qat_backend']}), calibrating ranges, "
+           f"fine-tuning {e['qat_epochs']} epochs, converting")
     if e["qat_backend"] == "native":
         from tfnas.deploy import quantize  # pylint: disable=import-outside-toplevel
 
@@ -377,7 +389,8 @@ def run_all(config, run, verbose=2, prepared=None):
         print(f"Resuming {run.path}: the export is complete, loading it.")
         exported = run.read_json("summary.json")["exports"]
     else:
-        exported = export(config, run, model, verbose=False, prepared=prepared)
+        exported = export(config, run, model, verbose=False, prepared=prepared,
+                          fit_verbose=verbose)
     summary = {
         "run_dir": run.path,
         "space": arch.space,
