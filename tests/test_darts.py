@@ -159,24 +159,44 @@ def _search_steps(rematerialize, savers=None):
     return [(v.path, np.asarray(v, "float64")) for v in search.variables], peak
 
 
-@pytest.mark.parametrize("savers", [None, {"share_source_ops": True, "bottleneck": 2}],
-                         ids=["darts", "dca_shared_ops"])
-def test_rematerialized_search_steps_like_the_plain_one_in_less_memory(savers):
+def _plain_and_rematerialized(savers, out):
+    """Both searches of `_search_steps` in float64, written to `out` (npz)."""
     import keras
 
     # In float64 the two differ only by rounding (4e-16 seen); in float32 the different
     # order of the gradient sums shows after two steps (2e-5 in the stem).
     keras.config.set_floatx("float64")
-    try:
-        plain, plain_peak = _search_steps(False, savers)
-        remat, remat_peak = _search_steps(True, savers)
-    finally:
-        keras.config.set_floatx("float32")
-    assert len(plain) == len(remat)
-    for (name, a), (_, b) in zip(plain, remat):
+    plain, plain_peak = _search_steps(False, savers)
+    remat, remat_peak = _search_steps(True, savers)
+    np.savez(out, peaks=[plain_peak, remat_peak], names=[n for n, _ in plain],
+             **{f"plain{i}": a for i, (_, a) in enumerate(plain)},
+             **{f"remat{i}": a for i, (_, a) in enumerate(remat)})
+
+
+@pytest.mark.parametrize("savers", [None, {"share_source_ops": True, "bottleneck": 2}],
+                         ids=["darts", "dca_shared_ops"])
+def test_rematerialized_search_steps_like_the_plain_one_in_less_memory(savers, tmp_path):
+    import subprocess
+    import sys
+
+    # In a process of its own, with TensorFlow's BFC allocator on the CPU: the default CPU
+    # allocator keeps no statistics (get_memory_info fails) unless something earlier in
+    # the process switched them on, so the peak is measured where nothing else ran.
+    out = tmp_path / "steps.npz"
+    script = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+              "import conftest, test_darts; "
+              f"test_darts._plain_and_rematerialized({savers!r}, {str(out)!r})")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true",
+                                 "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = np.load(out)
+    names, (plain_peak, remat_peak) = list(saved["names"]), saved["peaks"]
+    for i, name in enumerate(names):
         # Batch-norm statistics too: the recomputation must not update them a second time.
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-10, err_msg=name)
-    assert sum("moving_mean" in name for name, _ in plain) > 0
+        np.testing.assert_allclose(saved[f"remat{i}"], saved[f"plain{i}"], rtol=0, atol=1e-10,
+                                   err_msg=name)
+    assert sum("moving_mean" in name for name in names) > 0
     if savers is None:  # shared ops keep few activations to spare
         assert remat_peak < 0.6 * plain_peak, (remat_peak, plain_peak)
 

@@ -119,12 +119,12 @@ def main(argv):
 
 def _rejoin_reason(err):
     """Why this process of a multi-worker run should start again, or None."""
+    if _REJOINS_LEFT is None:  # before TensorFlow is imported: a usage error prints one line
+        return None
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from tfnas.distribute import PortInUseError  # pylint: disable=import-outside-toplevel
 
-    if _REJOINS_LEFT is None:
-        return None
     # Unavailable: the peer is gone; Aborted: it came back as a new process already.
     if isinstance(err, (tf.errors.UnavailableError, tf.errors.AbortedError)):
         return "a peer of the cluster stopped"
