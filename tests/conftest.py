@@ -11,6 +11,7 @@ from tfnas import determinism  # noqa: E402
 # As `tfnas` runs by default ("deterministic": true): without Grappler's memory optimizer.
 determinism.configure(True)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A GRUNAS space small enough to search in seconds on a CPU.
 TINY_SPACE = {"widths": [[12, 24], [24, 24], [24, 48], [48, 48]], "candidates": [1, 2, 4]}
 
@@ -121,3 +122,39 @@ def loss_columns(rows, keys=("loss", "cross_entropy", "arch_loss", "accuracy",
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     return np.array([[float(r[k]) for k in keys if k in r] for r in rows])
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`cli(*args, cwd=None)`: the command run by the CLI's own `main` in this process (no
+    interpreter and TensorFlow start-up per call); `returncode`, `stdout`, `stderr` as
+    a subprocess gives them. The real entry point runs as a subprocess in
+    test_cli.py's `finished_run` and `test_bad_input_is_a_clear_error`."""
+    import types  # pylint: disable=import-outside-toplevel
+
+    def run(*args, cwd=None):
+        code, _ = cli_in_process(list(args), cwd or ROOT, monkeypatch, capsys, keep=True)
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code or 0, stdout=out.out, stderr=out.err)
+    return run
+
+
+def cli_in_process(args, cwd, monkeypatch, capsys, keep=False):
+    """`tfnas *args` run by the CLI's `main` in this process, in `cwd`: its exit code and
+    (unless `keep`) what it wrote to stderr."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    from tfnas import cli, quiet  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        with warnings.catch_warnings():
+            cli.FLAGS.unparse_flags()
+            code = cli.main(cli.FLAGS(["tfnas", *args]))
+    finally:
+        cli.FLAGS.unparse_flags()
+        quiet.enable(False)
+    if keep:  # the caller reads both streams
+        return code, None
+    return code, capsys.readouterr().err

@@ -1,8 +1,8 @@
 """Runs on one replica, then on two (MirroredStrategy over two logical CPUs), in one
 process, and writes what each gave as JSON. Group `searches`: a search with retraining, and
-a compaction (tests/test_distribute.py); group `methods`: DCA-NAS (also rematerialized),
-ENAS, binary-gate and keras-tuner searches (tests/test_distribute_methods.py). Two groups, so that the suite's
-two workers share them.
+a compaction (tests/test_distribute.py); group `methods`: DCA-NAS (rematerialized on two
+replicas), ENAS, binary-gate and keras-tuner searches (tests/test_distribute_methods.py).
+Two groups, so that the suite's two workers share them.
 
     python tests/distributed_runs.py OUT_DIR {searches,methods} KEY=VALUE ...
 """
@@ -77,9 +77,11 @@ def searches(out, overrides):
 def methods(out, overrides):
     results = {}
     for strategy in ("null", "mirrored"):
-        config = load_config(os.path.join(ROOT, "configs", "nasbench201_dca_cpu.json"),
-                             DCA + ["distribute.logical_cpus=2", "data.batch_size=32",
-                                    f"distribute.strategy={strategy}"])
+        # On two replicas rematerialized: each replica's thread traces its own architecture
+        # step (tfnas.layers.mixing's per-thread flag), and the Lagrangian steps as on one.
+        config = load_config(os.path.join(ROOT, "configs", "nasbench201_dca_cpu.json"), DCA + [
+            "distribute.logical_cpus=2", "data.batch_size=32", f"distribute.strategy={strategy}",
+            f"search.rematerialize={'true' if strategy == 'mirrored' else 'false'}"])
         run = RunDirectory(os.path.join(out, f"dca_{strategy}"))
         pipeline.search(config, run, verbose=0, prepared=pipeline.prepare(config))
         results[f"dca_{strategy}"] = _rows(run.file("logs", "search_history.csv"))
@@ -93,14 +95,6 @@ def methods(out, overrides):
             if name != "binary":
                 with open(run.file("logs", "trials.json"), encoding="utf-8") as f:
                     results[f"{name}_{strategy}"]["trials"] = json.load(f)
-    # Rematerialized mixed ops on two replicas: each replica's thread traces its own
-    # architecture step (tfnas.layers.mixing's per-thread flag).
-    config = load_config(os.path.join(ROOT, "configs", "nasbench201_dca_cpu.json"),
-                         DCA + ["distribute.logical_cpus=2", "data.batch_size=32",
-                                "distribute.strategy=mirrored", "search.rematerialize=true"])
-    run = RunDirectory(os.path.join(out, "dca_remat_mirrored"))
-    pipeline.search(config, run, verbose=0, prepared=pipeline.prepare(config))
-    results["dca_remat_mirrored"] = _rows(run.file("logs", "search_history.csv"))
     config = load_config(os.path.join(ROOT, "configs", "quickstart.json"), overrides + [
         "distribute.logical_cpus=2", "distribute.strategy=mirrored", *ENAS,
         "search.reproducible=true"])

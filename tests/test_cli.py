@@ -4,9 +4,10 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
+
+from conftest import cli_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.json")
@@ -261,43 +262,11 @@ def test_bad_inputs_are_one_line_errors_before_anything_is_written(case, message
         args += ["--run_dir", str(out)]
     # In this process (the CLI's own main), to keep 23 cases within CI's time; the
     # subprocess cases above and below run the real command.
-    code, stderr = _cli_in_process(args, tmp_path, monkeypatch, capsys)
+    code, stderr = cli_in_process(args, tmp_path, monkeypatch, capsys)
     assert code == 2, stderr[-3000:]
     assert message in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not out.exists() and not (tmp_path / "runs").exists()
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """`cli(*args, cwd=None)`: the command run by the CLI's own `main` in this process (no
-    interpreter and TensorFlow start-up per call); `returncode`, `stdout`, `stderr` as
-    `tfnas(...)` gives them. The real entry point runs as a subprocess in `finished_run`
-    and `test_bad_input_is_a_clear_error`."""
-    def run(*args, cwd=None):
-        code, _ = _cli_in_process(list(args), cwd or ROOT, monkeypatch, capsys, keep=True)
-        out = capsys.readouterr()
-        return types.SimpleNamespace(returncode=code or 0, stdout=out.out, stderr=out.err)
-    return run
-
-
-def _cli_in_process(args, cwd, monkeypatch, capsys, keep=False):
-    import warnings  # pylint: disable=import-outside-toplevel
-
-    from tfnas import cli, quiet  # pylint: disable=import-outside-toplevel
-
-    monkeypatch.chdir(cwd)
-    capsys.readouterr()
-    try:
-        with warnings.catch_warnings():
-            cli.FLAGS.unparse_flags()
-            code = cli.main(cli.FLAGS(["tfnas", *args]))
-    finally:
-        cli.FLAGS.unparse_flags()
-        quiet.enable(False)
-    if keep:  # the caller reads both streams
-        return code, None
-    return code, capsys.readouterr().err
 
 
 def _truncated_keras(tmp_path):

@@ -173,31 +173,42 @@ def _plain_and_rematerialized(savers, out):
              **{f"remat{i}": a for i, (_, a) in enumerate(remat)})
 
 
-@pytest.mark.parametrize("savers", [None, {"share_source_ops": True, "bottleneck": 2}],
-                         ids=["darts", "dca_shared_ops"])
-def test_rematerialized_search_steps_like_the_plain_one_in_less_memory(savers, tmp_path):
+SAVERS = {"darts": None, "dca_shared_ops": {"share_source_ops": True, "bottleneck": 2}}
+
+
+@pytest.fixture(scope="module")
+def rematerialized_steps(tmp_path_factory):
+    """Both `SAVERS` searches, plain and rematerialized (`_plain_and_rematerialized`), in
+    one process of their own with TensorFlow's BFC allocator on the CPU: the default CPU
+    allocator keeps no statistics (get_memory_info fails) unless something earlier in the
+    process switched them on, so the peaks are measured where nothing else ran."""
     import subprocess
     import sys
 
-    # In a process of its own, with TensorFlow's BFC allocator on the CPU: the default CPU
-    # allocator keeps no statistics (get_memory_info fails) unless something earlier in
-    # the process switched them on, so the peak is measured where nothing else ran.
-    out = tmp_path / "steps.npz"
+    out = tmp_path_factory.mktemp("remat")
     script = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-              "import conftest, test_darts; "
-              f"test_darts._plain_and_rematerialized({savers!r}, {str(out)!r})")
+              "import conftest, test_darts\n"
+              "for name, savers in test_darts.SAVERS.items():\n"
+              f"    test_darts._plain_and_rematerialized(savers, {str(out)!r} + f'/{{name}}.npz')")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true",
                                  "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", SAVERS)
+def test_rematerialized_search_steps_like_the_plain_one_in_less_memory(name,
+                                                                       rematerialized_steps):
+    out = rematerialized_steps / f"{name}.npz"
     saved = np.load(out)
-    names, (plain_peak, remat_peak) = list(saved["names"]), saved["peaks"]
-    for i, name in enumerate(names):
+    variables, (plain_peak, remat_peak) = list(saved["names"]), saved["peaks"]
+    for i, variable in enumerate(variables):
         # Batch-norm statistics too: the recomputation must not update them a second time.
         np.testing.assert_allclose(saved[f"remat{i}"], saved[f"plain{i}"], rtol=0, atol=1e-10,
-                                   err_msg=name)
-    assert sum("moving_mean" in name for name in names) > 0
-    if savers is None:  # shared ops keep few activations to spare
+                                   err_msg=variable)
+    assert sum("moving_mean" in variable for variable in variables) > 0
+    if SAVERS[name] is None:  # shared ops keep few activations to spare
         assert remat_peak < 0.6 * plain_peak, (remat_peak, plain_peak)
 
 

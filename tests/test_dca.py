@@ -152,9 +152,7 @@ def test_a_budget_outside_the_spaces_networks_names_the_limit():
     assert float(fixed.bound) == 8e4 and fixed.callbacks(None) == []
 
 
-def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
-    from test_cli import tfnas
-
+def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path, cli):
     recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
                           "nasbench201_dca_cpu.json")
     tiny = ["--set", "search.epochs=1", "--set", "search.warmup_epochs=0", "--set",
@@ -163,7 +161,7 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
     run_dir = str(tmp_path / "graph")
     args = ["budget-graph", "--config", recipe, "--bounds", "5000,15000", "--budget", "9000",
             "--run_dir", run_dir, *tiny]
-    result = tfnas(*args)
+    result = cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(run_dir, "budget_graph.json"), encoding="utf-8") as f:
         graph = json.load(f)
@@ -179,11 +177,11 @@ def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path):
     assert (graph["bound"], graph["budget_inside_graph"]) == bound_for(graph["points"], 9000)
     assert os.path.getsize(os.path.join(run_dir, "budget_graph.png")) > 0
     assert f"search.penalty.bound={graph['bound']:.6g}" in result.stdout
-    resumed = tfnas(*args, "--resume")  # both searches are finished: loaded, not rerun
+    resumed = cli(*args, "--resume")  # both searches are finished: loaded, not rerun
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("the search is complete") == 2
-    bad = tfnas("budget-graph", "--config", recipe, "--set", 'search.penalty={"type": "none"}',
-                "--run_dir", str(tmp_path / "bad"))
+    bad = cli("budget-graph", "--config", recipe, "--set", 'search.penalty={"type": "none"}',
+              "--run_dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "sweeps search.penalty.budget" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "bad")
     # Checked while the run is prepared, before its directory is made.
