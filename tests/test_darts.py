@@ -140,7 +140,7 @@ def _search_steps(rematerialize, savers=None):
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    space = get_space("darts", {"filters": 8, "cells": 3, "nodes": 2,
+    space = get_space("darts", {"filters": 8, "cells": 3, "nodes": 1,
                                  "input_shape": [32, 32, 3], **(savers or {})})
     search = SearchModel(space.build_supernet("softmax"), rematerialize=rematerialize)
     search.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
