@@ -18,7 +18,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.compaction.channel_groups", "tfnas.compaction.surgery",
            "tfnas.spaces.cifar_resnet", "tfnas.compaction.target",
            "tfnas.compaction.group_lasso", "tfnas.compaction.training",
-           "tfnas.compaction.morphnet", "tfnas.compaction.variational_dropout"]
+           "tfnas.compaction.morphnet", "tfnas.compaction.variational_dropout",
+           "tfnas.proxies"]
 
 
 @pytest.mark.parametrize("name", MODULES)
