@@ -2,7 +2,8 @@
 
 from tfnas.methods.base import (DEFAULT_METHOD, METHODS, SearchMethod, SupernetMethod,
                                 fill_section, method_class, register_method)
-from tfnas.methods import compaction, differentiable, enas, tuner  # noqa: F401  (registers)
+from tfnas.methods import (compaction, differentiable, enas, tuner,  # noqa: F401  (registers)
+                           zero_cost)
 
 
 def get_method(config, prepared):

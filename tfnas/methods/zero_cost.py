@@ -1,0 +1,206 @@
+"""Training-free search: score sampled architectures with zero-cost proxies, keep the best.
+
+`search.method: "zero_cost"` draws `search.candidates` distinct architectures of the
+space (every one, when the space has no more), builds each at initialization from the
+run's seed, and scores it on one training batch with `search.proxy` (`tfnas.proxies`;
+a list is combined by `proxies.vote`). Architectures over a `search.constraints` limit
+are scored but never chosen. The best is written as the architecture document, and the
+pipeline retrains and exports it as for every method. `logs/candidates.csv` holds every
+candidate's choices, scores and costs; `logs/score_vs_parameters.png` plots them.
+"""
+
+import csv
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from tfnas import proxies, schema
+from tfnas.architecture import from_choices
+from tfnas.costs import LatencyCost
+from tfnas.errors import ConfigError
+from tfnas.methods.base import SearchMethod, register_method
+from tfnas.methods.tuner import COST_LIMITS, TunerSearch
+
+
+class _Draw:
+    """A keras-tuner `HyperParameters` stand-in for `SearchSpace.hyperparameters`: each
+    `Choice` is a uniform draw, or, given `digits`, the value they index (enumeration)."""
+
+    def __init__(self, rng=None, digits=None):
+        self.rng, self.digits, self.sizes = rng, digits, []
+
+    def Choice(self, name, values, **kwargs):  # noqa: N802  pylint: disable=invalid-name
+        del name, kwargs
+        self.sizes.append(len(values))
+        if self.digits is not None:
+            return values[self.digits[len(self.sizes) - 1]]
+        return values[int(self.rng.integers(len(values)))]
+
+
+def sample_architectures(space, count, seed):
+    """`count` distinct `{block: choice}` of `space` (all of them, in order, when the space
+    has no more), drawn through the space's hyperparameter mapping, so that every draw is
+    a valid architecture (DARTS's two inputs per node)."""
+    probe = _Draw(np.random.default_rng(seed))
+    space.hyperparameters(probe)
+    total = math.prod(probe.sizes)
+    if total <= count:  # enumerate, in mixed radix over the choices
+        found = []
+        for index in range(total):
+            digits = []
+            for size in reversed(probe.sizes):
+                index, digit = divmod(index, size)
+                digits.append(digit)
+            found.append(space.hyperparameters(_Draw(digits=digits[::-1])))
+        return _unique(found)
+    rng, found, seen = np.random.default_rng(seed), [], set()
+    for _ in range(count * 20):  # a space with many equal encodings may run out of new ones
+        choices = space.hyperparameters(_Draw(rng))
+        key = json.dumps(choices, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            found.append(choices)
+            if len(found) == count:
+                break
+    return found
+
+
+def _unique(architectures):
+    seen, found = set(), []
+    for choices in architectures:
+        key = json.dumps(choices, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            found.append(choices)
+    return found
+
+
+@register_method
+class ZeroCostSearch(SearchMethod):
+    """`search.method: "zero_cost"`: the best of sampled architectures by a zero-cost proxy."""
+
+    name = "zero_cost"
+    defaults = {
+        "proxy": "naswot",       # a proxy of tfnas.proxies, or a list of them (their vote)
+        "candidates": 100,       # distinct architectures scored (all, when the space is smaller)
+        "constraints": {"max_parameters": None, "max_macs": None, "max_latency_ms": None,
+                        "latency_table": None},
+    }
+    schema = {
+        "proxy": {"anyOf": [{"enum": list(proxies.PROXIES)},
+                            {"type": "array", "minItems": 1,
+                             "items": {"enum": list(proxies.PROXIES)}}]},
+        "candidates": schema.integer(1),
+        "constraints": schema.obj({
+            "max_parameters": schema.integer(1, nullable=True),
+            "max_macs": schema.integer(1, nullable=True),
+            "max_latency_ms": schema.number(exclusive_minimum=0, nullable=True),
+            "latency_table": {"type": ["string", "null"]},
+        }),
+    }
+    hints = {"proxy": f"the proxies are {list(proxies.PROXIES)}"}
+
+    @classmethod
+    def check_section(cls, section):
+        c = section["constraints"]
+        if (c["max_latency_ms"] is None) != (c["latency_table"] is None):
+            raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
+                              "a latency limit needs a latency table of the space (tfnas "
+                              "latency-table), and a table needs the limit.")
+
+    def __init__(self, config, prepared):
+        super().__init__(config, prepared)
+        table = self.section["constraints"]["latency_table"]
+        self.latency = LatencyCost.from_table(table, self.space) if table else None
+
+    # The tuner method's cost limits, with the same keys and meaning.
+    costs = TunerSearch.costs
+    excess = TunerSearch.excess
+
+    def proxies(self):
+        proxy = self.section["proxy"]
+        return [proxy] if isinstance(proxy, str) else list(proxy)
+
+    def search(self, run, verbose=2):
+        start, names = time.time(), self.proxies()
+        candidates = sample_architectures(self.space, self.section["candidates"],
+                                          self.config["seed"])
+        images, labels = next(iter(self.prepared.batches("train", True, epoch=0)))
+        images, labels = images.numpy(), labels.numpy()
+        print(f"== search: {len(candidates)} architectures of the {self.space.name} space "
+              f"scored by {' + '.join(names)} on one batch of {len(images)} training images, "
+              "untrained")
+        rows = []
+        for index, choices in enumerate(candidates):
+            keras.utils.set_random_seed(self.config["seed"])  # the same draws for every one
+            model = self.space.build_model(choices)
+            scores = proxies.score(model, images, labels,
+                                   proxies=sorted(set(names) | {"params"}))
+            costs = self.costs(choices, model)
+            rows.append({"index": index, "choices": choices, "scores": scores, "costs": costs,
+                         "feasible": not self.excess(costs)})
+            if verbose and (index + 1) % max(1, len(candidates) // 10) == 0:
+                print(f"   {index + 1}/{len(candidates)} scored ({time.time() - start:.0f} s)")
+            keras.backend.clear_session(free_memory=False)
+        votes = proxies.vote([r["scores"] for r in rows], names)
+        for row, value in zip(rows, votes):
+            row["score"] = row["scores"][names[0]] if len(names) == 1 else value
+        feasible = [r for r in rows if r["feasible"]]
+        if not feasible:
+            limits = {k: v for k, v in self.section["constraints"].items()
+                      if k in COST_LIMITS and v}
+            raise ConfigError(f"None of the {len(rows)} architectures meets the constraints "
+                              f"{limits}; loosen them, or raise search.candidates.")
+        best = max(feasible, key=lambda r: (r["score"], -r["index"]))
+        seconds = round(time.time() - start, 1)
+        self._write_logs(run, rows, names)
+        arch = from_choices(self.space, best["choices"], metadata={
+            "method": self.name, "proxy": self.section["proxy"], "candidates": len(rows),
+            "infeasible": len(rows) - len(feasible), "best_candidate": best["index"],
+            "best_score": best["score"], "search_seconds": seconds,
+            "dataset": self.config["data"]["dataset"]})
+        print(f"   best: candidate {best['index']}, {names[0] if len(names) == 1 else 'vote'} "
+              f"{best['score']:.6g}, {best['scores']['params']:,.0f} parameters ({seconds} s)")
+        return arch, None
+
+    def _write_logs(self, run, rows, names):
+        columns = sorted({k for r in rows for k in r["scores"]})
+        path = run.file("logs", "candidates.csv")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "choices", *columns, "score", "feasible",
+                             *sorted(COST_LIMITS)])
+            for r in rows:
+                writer.writerow([r["index"], json.dumps(r["choices"], sort_keys=True),
+                                 *[repr(r["scores"][c]) for c in columns], repr(r["score"]),
+                                 r["feasible"], *[r["costs"].get(k, "") for k in
+                                                  sorted(COST_LIMITS)]])
+        _plot(run.file("logs", "score_vs_parameters.png"), rows,
+              names[0] if len(names) == 1 else "vote of " + ", ".join(names))
+
+
+def _plot(path, rows, label):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    finite = [r for r in rows if math.isfinite(r["score"])]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for feasible, color in ((True, "tab:blue"), (False, "tab:gray")):
+        chosen = [r for r in finite if r["feasible"] == feasible]
+        if chosen:
+            ax.scatter([r["scores"]["params"] for r in chosen], [r["score"] for r in chosen],
+                       s=12, color=color, label="within the limits" if feasible else "over")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(label)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
