@@ -258,22 +258,13 @@ def validate(config):
     config, what the method builds) are checked by the objects they configure
     (`tfnas.pipeline.prepare`).
     """
-    import jsonschema  # pylint: disable=import-outside-toplevel
-
     if not isinstance(config, dict):
         raise ConfigError(f"A config is a JSON object of sections, got {type(config).__name__}.")
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(config),
-                    key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        err = errors[0]
-        path = list(err.absolute_path)
-        # An error inside a list item belongs to the list (export.formats[0]).
-        key = _dotted(path[:-1] if path and isinstance(path[-1], int) else path)
+    error = schema.first_error(SCHEMA, config)
+    if error:
+        key = _dotted(error[0])
         hint = HINTS.get(key)
-        message = err.message
-        if err.validator == "enum":
-            message = f"{err.instance!r} is not one of {err.validator_value}"
-        raise ConfigError(f"{key}: {message}" + (f"; {hint}." if hint else "."))
+        raise ConfigError(f"{key}: {error[1]}" + (f"; {hint}." if hint else "."))
     data = config["data"]
     if data["dataset"] == "bundled" and data["data_dir"] is not None:
         raise ConfigError("data.data_dir is for tfds datasets; the bundled set ships with "

@@ -16,6 +16,7 @@ lists the choices. The names live in the registry only; nothing copies them.
 
 import difflib
 
+from tfnas import schema
 from tfnas.errors import ConfigError
 
 
@@ -86,20 +87,15 @@ class Registry:
         the constructor's signature, without building it; returns `(name, arguments)`."""
         import inspect  # pylint: disable=import-outside-toplevel
 
-        import jsonschema  # pylint: disable=import-outside-toplevel
-
         name, arguments = self.split(config)
         try:
             inspect.signature(self.resolve(name)).bind(**arguments, **kwargs)
         except TypeError as err:
             raise self.error(f"Bad arguments for the {self.kind} {name!r}: {err}") from None
-        if name in self._schemas:
-            errors = sorted(jsonschema.Draft202012Validator(self._schemas[name]).iter_errors(
-                arguments), key=lambda e: list(map(str, e.absolute_path)))
-            if errors:
-                key = ".".join(map(str, errors[0].absolute_path))
-                raise self.error(f"{key}: {errors[0].message} (an argument of the {self.kind} "
-                                 f"{name!r}).")
+        error = name in self._schemas and schema.first_error(self._schemas[name], arguments)
+        if error:
+            raise self.error(f"{'.'.join(map(str, error[0]))}: {error[1]} (an argument of the "
+                             f"{self.kind} {name!r}).")
         return name, arguments
 
     def get(self, config, **kwargs):

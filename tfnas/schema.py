@@ -1,4 +1,5 @@
-"""Small JSON Schema builders shared by the run config and the methods' sections."""
+"""Small JSON Schema builders shared by the run config and the methods' sections, and the
+one way tfnas reports a value that breaks a schema."""
 
 
 def integer(minimum=None, nullable=False):
@@ -26,3 +27,20 @@ BOOLEAN = {"type": "boolean"}
 OPEN = {"type": "object"}
 # A registry entry: a name, or an object whose "type" names it.
 NAMED = {"type": ["string", "object"]}
+
+
+def first_error(schema, instance):
+    """`(path, message)` of the first error of `instance` against `schema` (in key order),
+    or None. `path` lists the keys to the bad value, without list indices (an error inside
+    a list item belongs to the list: export.formats); an `enum` message names the choices."""
+    import jsonschema  # pylint: disable=import-outside-toplevel
+
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return None
+    err = errors[0]
+    message = err.message
+    if err.validator == "enum":
+        message = f"{err.instance!r} is not one of {err.validator_value}"
+    return [p for p in err.absolute_path if not isinstance(p, int)], message

@@ -16,6 +16,7 @@ trial's weights, or None); `load(run_path)` gives it back for a finished run.
 import copy
 import difflib
 
+from tfnas import schema
 from tfnas.errors import ConfigError
 from tfnas.registry import Registry
 
@@ -147,17 +148,9 @@ def _fill(defaults, given, prefix, cls):
 
 
 def _check_schema(cls, section, prefix):
-    import jsonschema  # pylint: disable=import-outside-toplevel
-
-    schema = {"type": "object", "properties": {"method": {"type": "string"}, **cls.schema}}
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(section),
-                    key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        err = errors[0]
-        path = [p for p in err.absolute_path if not isinstance(p, int)]
-        key = ".".join(map(str, path))
-        message = err.message
-        if err.validator == "enum":
-            message = f"{err.instance!r} is not one of {err.validator_value}"
+    full = {"type": "object", "properties": {"method": {"type": "string"}, **cls.schema}}
+    error = schema.first_error(full, section)
+    if error:
+        key = ".".join(map(str, error[0]))
         hint = cls.hints.get(key)
-        raise ConfigError(f"{prefix}.{key}: {message}" + (f"; {hint}." if hint else "."))
+        raise ConfigError(f"{prefix}.{key}: {error[1]}" + (f"; {hint}." if hint else "."))
