@@ -79,10 +79,9 @@ def _space(config, splits):
     space_config.setdefault("num_classes", splits.num_classes)
     space_config.setdefault("input_shape", list(shape))
     space = get_space(config["space"]["name"], space_config)
-    if _largest_integer(config["space"]["config"]) > 1024:
-        # Unusual sizes: count the parameters before anything allocates them.
-        check_parameters(space, {b: space.candidates(b)[-1] for b in space.blocks()},
-                         "The configured space's network")
+    # Unusual sizes: the parameters are counted before anything allocates them.
+    check_parameters(space, {b: space.candidates(b)[-1] for b in space.blocks()},
+                     "The configured space's network")
     return space
 
 
@@ -113,14 +112,6 @@ def prepare(config):
         raise ConfigError("train.cutout augments the retraining batches, and data.augment is "
                           "false; set data.augment to true or train.cutout to 0.")
     return prepared
-
-
-def _largest_integer(value):
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list):
-        return max((_largest_integer(v) for v in value), default=0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def check_architecture(architecture, prepared):

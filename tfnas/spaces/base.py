@@ -44,21 +44,29 @@ def get_space(name, config=None):
 # would make Keras allocate tensors no machine holds.
 MAX_SIZE = 65_536
 MAX_PARAMETERS = 10 ** 9
+# A space config whose integers are all at most this builds networks far below
+# MAX_PARAMETERS: only larger ones are counted before a build.
+USUAL_SIZE = 1024
 
 
 def _check_sizes(name, value, path):
+    """Refuses non-finite numbers and integers over `MAX_SIZE` in a space config; returns
+    its largest integer."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            _check_sizes(name, item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_sizes(name, item, f"{path}[{i}]")
-    elif isinstance(value, float) and not math.isfinite(value):
+        return max((_check_sizes(name, item, f"{path}.{key}" if path else str(key))
+                    for key, item in value.items()), default=0)
+    if isinstance(value, (list, tuple)):
+        return max((_check_sizes(name, item, f"{path}[{i}]") for i, item in enumerate(value)),
+                   default=0)
+    if isinstance(value, float) and not math.isfinite(value):
         raise SearchSpaceError(f"Space {name!r}: {path} is {value}; give a finite number.")
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
-        raise SearchSpaceError(
-            f"Space {name!r}: {path} = {value:,} is larger than any size tfnas builds (at "
-            f"most {MAX_SIZE:,}); check the space's configuration.")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_SIZE:
+            raise SearchSpaceError(
+                f"Space {name!r}: {path} = {value:,} is larger than any size tfnas builds (at "
+                f"most {MAX_SIZE:,}); check the space's configuration.")
+        return value
+    return 0
 
 
 def estimate_parameters(space, choices):
@@ -87,7 +95,11 @@ def estimate_parameters(space, choices):
 
 def check_parameters(space, choices, what):
     """Raises `SearchSpaceError` if `space.build_model(choices)` would have more than
-    `MAX_PARAMETERS` parameters, before anything is allocated."""
+    `MAX_PARAMETERS` parameters, before anything is allocated. Counted only where the
+    space's config has sizes over `USUAL_SIZE` (0.1 to 1.5 s a count): what the usual
+    sizes build is far from the limit."""
+    if space.largest_size <= USUAL_SIZE:
+        return None
     count = estimate_parameters(space, choices)
     if count > MAX_PARAMETERS:
         raise SearchSpaceError(
@@ -135,7 +147,7 @@ class SearchSpace:
             raise SearchSpaceError(
                 f"Unknown configuration keys {unknown} for search space {self.name!r}; "
                 f"valid keys are {sorted(self.defaults)}.{hints}")
-        _check_sizes(self.name, config, "")
+        self.largest_size = _check_sizes(self.name, config, "")
         self.config = {**self.defaults, **config}
 
     def blocks(self):
