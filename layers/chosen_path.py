@@ -62,16 +62,21 @@ class ChosenPathMixing(MixingRule):
 
 def set_path(ops_or_model, choices):
     """Sets the candidate each `MixedOp` runs: `choices` maps op names to choice labels (the
-    op's `choices`) — a `{block: choice}` architecture of the space."""
+    op's `choices`) — a `{block: choice}` architecture of the space. An op that shares
+    another's logits (`logits_from`: the cells of a kind share one architecture) runs that
+    op's choice unless `choices` names it too."""
     found = ops_or_model if isinstance(ops_or_model, (list, tuple)) else mixed_ops(ops_or_model)
     for op in found:
-        if op.name not in choices:
+        name = op.name
+        if name not in choices and not op.owns_logits:
+            name = op._logits_from.name  # pylint: disable=protected-access
+        if name not in choices:
             raise ValueError(f"set_path: no choice for {op.name!r}; the architecture names "
                              f"{sorted(choices)}.")
-        if choices[op.name] not in op.choices:
-            raise ValueError(f"set_path: {choices[op.name]!r} is not a choice of {op.name!r} "
+        if choices[name] not in op.choices:
+            raise ValueError(f"set_path: {choices[name]!r} is not a choice of {op.name!r} "
                              f"({op.choices}).")
-        op.mixing_state["executed"].assign(op.choices.index(choices[op.name]))
+        op.mixing_state["executed"].assign(op.choices.index(choices[name]))
 
 
 @RULES.register("chosen")

@@ -69,3 +69,27 @@ def test_derived_network_trains_and_exports_with_builtin_ops(tmp_path):
     assert_trains_and_exports(model, tmp_path, {"CONV_2D", "AVERAGE_POOL_2D", "ADD", "MEAN"})
     with pytest.raises(SearchSpaceError, match="inherit"):
         space.inherit_weights(model, None, choices_from_string(MIXED))
+
+
+def test_enas_drives_every_cell_with_the_one_sampled_cell(tmp_path):
+    # The cells of a kind share one architecture: the op of each later cell runs the
+    # choice of the block whose logits it shares (this was a set_path traceback).
+    from conftest import enas_search
+    from tfnas.layers.chosen_path import set_path
+    from tfnas.layers.mixed_op import mixed_ops
+
+    config, arch, supernet, trials = enas_search(
+        tmp_path / "enas", "nasbench201_enas.json",
+        ["search.trials=3", "search.child_steps=2", "space.config.filters=4",
+         "space.config.cells_per_stage=1"])
+    assert len(trials) == 3 and all(t["status"] == "COMPLETED" for t in trials)
+    space = get_space("nasbench201", config["space"]["config"])
+    ops = mixed_ops(supernet)
+    assert len(ops) == 6 * 3 and sum(op.owns_logits for op in ops) == 6  # a cell a stage
+    for trial in trials:
+        set_path(supernet, space.supernet_path(trial["choices"]))
+        for op in ops:
+            block = op.name if op.owns_logits else op._logits_from.name
+            assert op.choices[int(op.mixing_state["executed"].numpy())] == \
+                trial["choices"][block], op.name
+    space.validate_choices(arch.choices)
