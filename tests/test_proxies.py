@@ -131,6 +131,17 @@ def test_synflow_bypasses_batch_norm_and_scoring_leaves_the_model_as_it_was():
         np.testing.assert_array_equal(variable.numpy(), value)
 
 
+def test_synflow_feeds_its_ones_past_the_input_normalization():
+    inputs = keras.Input((2, 2, 1))
+    x = keras.layers.Normalization(mean=[120.0], variance=[3600.0])(inputs)
+    x = keras.layers.Conv2D(2, 1, use_bias=False)(x)
+    x = keras.layers.Flatten()(keras.layers.ReLU()(x))
+    normalized = keras.Model(inputs, keras.layers.Dense(3, use_bias=False)(x))
+    normalized.set_weights([W1, W2])
+    assert _score(normalized, "synflow") == pytest.approx(_score(_network(), "synflow"),
+                                                          rel=1e-12)
+
+
 def test_degenerate_networks_get_a_defined_score():
     inputs = keras.Input((2, 2, 1))
     linear = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
@@ -189,3 +200,5 @@ def test_every_proxy_scores_the_networks_of_the_spaces(name, config):
     scores = proxies.score(model, images, rng.integers(0, 10, 8), proxies=proxies.PROXIES)
     assert set(scores) == set(proxies.PROXIES)
     assert all(np.isfinite(v) for v in scores.values()), scores
+    # The input of ones enters past the model's normalization: not all negative, not 0.
+    assert scores["synflow"] > 0

@@ -15,8 +15,9 @@ score summed over its elements and the layers' scores summed.
 - `jacob_cov`: J = ∂(Σ outputs)/∂x per image, λ the eigenvalues of corrcoef(J):
   −Σ [log(λ + 1e-5) + 1/(λ + 1e-5)]. Needs two images or more.
 - `synflow`: on a float64 copy with every weight made absolute and batch norm bypassed,
-  input all ones [1, H, W, C], R = Σ outputs: Σ |W ⊙ ∂R/∂W| (float64, since the sums
-  reach 1e61, beyond float32).
+  input all ones [1, H, W, C] (past the model's own input normalization, which is made
+  the identity too), R = Σ outputs: Σ |W ⊙ ∂R/∂W| (float64, since the sums reach 1e61,
+  beyond float32).
 - `naswot`: for each ReLU, the binary code (pre-activation > 0) of each image; K[i, j]
   counts the units where images i and j agree; log|K|. No labels. The pre-activation
   is taken where a ReLU is fused into a layer (`Conv2D(activation="relu")`) too. A
@@ -327,6 +328,26 @@ def _float64(config):
     return config
 
 
+def _without_input_scaling(config):
+    """`config` with every `Normalization` and `Rescaling` made the identity: synflow's input
+    of ones enters the network proper, as in the reference code, whose data normalization
+    lies outside the network (tfnas's models normalize [0, 255] images inside)."""
+    if isinstance(config, list):
+        return [_without_input_scaling(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    config = {k: _without_input_scaling(v) for k, v in config.items()}
+    inner = config.get("config")
+    if config.get("class_name") == "Normalization" and isinstance(inner, dict):
+        for key, value in (("mean", 0.0), ("variance", 1.0)):
+            if inner.get(key) is not None:
+                inner[key] = (np.full(np.shape(inner[key]), value).tolist()
+                              if np.ndim(inner[key]) else value)
+    if config.get("class_name") == "Rescaling" and isinstance(inner, dict):
+        inner.update(scale=1.0, offset=0.0)
+    return config
+
+
 def _is_float_dtype(value):
     if isinstance(value, dict):
         value = value.get("config", {}).get("name", "")
@@ -334,9 +355,9 @@ def _is_float_dtype(value):
 
 
 def _absolute_float64_copy(model):
-    """`model` rebuilt in float64, its trainable weights absolute and its batch norms the
-    identity (synflow's linearized network)."""
-    config = _float64(keras.saving.serialize_keras_object(model))
+    """`model` rebuilt in float64, its trainable weights absolute, its batch norms and
+    input normalization the identity (synflow's linearized network)."""
+    config = _without_input_scaling(_float64(keras.saving.serialize_keras_object(model)))
     floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
     keras.config.set_dtype_policy("float64")
@@ -356,6 +377,11 @@ def _absolute_float64_copy(model):
         value = source.numpy().astype("float64")
         target.assign(np.abs(value) if id(source) in trainable else value)
     for layer in copy._flatten_layers(include_self=False):  # pylint: disable=protected-access
+        if isinstance(layer, keras.layers.Normalization):  # adapted: statistics as weights
+            for variable in layer.non_trainable_variables:
+                if variable.path.rsplit("/", 1)[-1] in ("mean", "variance"):
+                    one = variable.path.endswith("variance")
+                    variable.assign(np.full(variable.shape, float(one), "float64"))
         if isinstance(layer, keras.layers.BatchNormalization):
             for name, value in (("gamma", 1.0), ("beta", 0.0), ("moving_mean", 0.0),
                                 ("moving_variance", 1.0 - layer.epsilon)):
