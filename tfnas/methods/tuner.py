@@ -111,6 +111,22 @@ TUNER_SETTINGS = ("hypermodel", "objective", "seed", "directory", "project_name"
 
 
 COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
+# The keys of `search.constraints` that limit an architecture's cost (every method that
+# draws whole architectures takes them).
+COST_LIMITS_SCHEMA = {
+    "max_parameters": schema.integer(1, nullable=True),
+    "max_macs": schema.integer(1, nullable=True),
+    "max_latency_ms": schema.number(exclusive_minimum=0, nullable=True),
+    "latency_table": {"type": ["string", "null"]},
+}
+
+
+def check_cost_limits(constraints):
+    """Raises `ConfigError` unless a latency limit and a latency table come together."""
+    if (constraints["max_latency_ms"] is None) != (constraints["latency_table"] is None):
+        raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
+                          "a latency limit needs a latency table of the space (tfnas "
+                          "latency-table), and a table needs the limit.")
 
 
 @register_method
@@ -140,10 +156,7 @@ class TunerSearch(SearchMethod):
         "trial_epochs": schema.integer(1),
         "objective": {"enum": ["val_accuracy", "val_loss"]},
         "constraints": schema.obj({
-            "max_parameters": schema.integer(1, nullable=True),
-            "max_macs": schema.integer(1, nullable=True),
-            "max_latency_ms": schema.number(exclusive_minimum=0, nullable=True),
-            "latency_table": {"type": ["string", "null"]},
+            **COST_LIMITS_SCHEMA,
             "mode": {"enum": ["reject", "penalty"]},
             "weight": schema.number(exclusive_minimum=0),
         }),
@@ -153,11 +166,7 @@ class TunerSearch(SearchMethod):
 
     @classmethod
     def check_section(cls, section):
-        c = section["constraints"]
-        if (c["max_latency_ms"] is None) != (c["latency_table"] is None):
-            raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
-                              "a latency limit needs a latency table of the space (tfnas "
-                              "latency-table), and a table needs the limit.")
+        check_cost_limits(section["constraints"])
         check_learning_rate("search.optimizer", section["optimizer"])
         prefixed("search.tuner", TUNERS.check, section["tuner"],
                  **dict.fromkeys(TUNER_SETTINGS))

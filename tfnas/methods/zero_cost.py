@@ -23,7 +23,8 @@ from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost
 from tfnas.errors import ConfigError
 from tfnas.methods.base import SearchMethod, register_method
-from tfnas.methods.tuner import COST_LIMITS, TunerSearch
+from tfnas.methods.tuner import (COST_LIMITS, COST_LIMITS_SCHEMA, TunerSearch,
+                                 check_cost_limits)
 
 
 class _Draw:
@@ -95,22 +96,13 @@ class ZeroCostSearch(SearchMethod):
                             {"type": "array", "minItems": 1,
                              "items": {"enum": list(proxies.PROXIES)}}]},
         "candidates": schema.integer(1),
-        "constraints": schema.obj({
-            "max_parameters": schema.integer(1, nullable=True),
-            "max_macs": schema.integer(1, nullable=True),
-            "max_latency_ms": schema.number(exclusive_minimum=0, nullable=True),
-            "latency_table": {"type": ["string", "null"]},
-        }),
+        "constraints": schema.obj(COST_LIMITS_SCHEMA),
     }
     hints = {"proxy": f"the proxies are {list(proxies.PROXIES)}"}
 
     @classmethod
     def check_section(cls, section):
-        c = section["constraints"]
-        if (c["max_latency_ms"] is None) != (c["latency_table"] is None):
-            raise ConfigError("search.constraints.max_latency_ms and latency_table go together: "
-                              "a latency limit needs a latency table of the space (tfnas "
-                              "latency-table), and a table needs the limit.")
+        check_cost_limits(section["constraints"])
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
