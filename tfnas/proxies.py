@@ -159,48 +159,49 @@ def _is_relu(fn):
     return fn is keras.activations.relu or getattr(fn, "__name__", "") == "relu"
 
 
+def _is_relu_layer(layer):
+    return isinstance(layer, keras.layers.ReLU) or (
+        isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation))
+
+
 @contextlib.contextmanager
-def _recorded(layers, fused_only=False):
-    """Records, in call order, the input of each ReLU layer among `layers` and the output
-    before the fused activation of each other layer (for those with a fused ReLU only,
-    when `fused_only`). Yields the list they are appended to."""
+def _recorded(layers):
+    """Records, in call order, `(layer, tensor)` for each call of `layers`: the input of a
+    ReLU layer, the output before any fused activation of any other layer. Yields the list
+    they are appended to."""
     records = []
 
     def wrap(layer):
         original = layer.call
-        activation = getattr(layer, "activation", None)
-        if isinstance(layer, keras.layers.ReLU) or (
-                isinstance(layer, keras.layers.Activation) and _is_relu(activation)):
+        if _is_relu_layer(layer):
             @functools.wraps(original)
             def call(inputs, *args, **kwargs):
-                records.append(inputs)
+                records.append((layer, inputs))
                 return original(inputs, *args, **kwargs)
             return call
-        if activation is None or (fused_only and not _is_relu(activation)):
-            return None
 
         @functools.wraps(original)
         def call(*args, **kwargs):
-            layer.activation = keras.activations.linear
-            try:
+            activation = getattr(layer, "activation", None)
+            if activation is None:
                 pre = original(*args, **kwargs)
-            finally:
-                layer.activation = activation
-            records.append(pre)
-            return activation(pre)
+            else:
+                layer.activation = keras.activations.linear
+                try:
+                    pre = original(*args, **kwargs)
+                finally:
+                    layer.activation = activation
+            records.append((layer, pre))
+            return pre if activation is None else activation(pre)
         return call
 
-    wrapped = []
     try:
         for layer in layers:
-            call = wrap(layer)
-            if call is not None:
-                layer.__dict__["call"] = call
-                wrapped.append(layer)
+            layer.__dict__["call"] = wrap(layer)
         yield records
     finally:
-        for layer in wrapped:
-            del layer.__dict__["call"]
+        for layer in layers:
+            layer.__dict__.pop("call", None)
 
 
 def _cross_entropy(model, images, labels, from_logits):
@@ -256,42 +257,19 @@ def _fan_in(layer, kernels):
 
 
 def _fisher(model, kernels, images, labels, from_logits):
-    layers = [layer for layer, _ in kernels]
-    outputs = {}
-
-    def keep(layer, original):
-        @functools.wraps(original)
-        def call(*args, **kwargs):
-            activation = getattr(layer, "activation", None)
-            if activation is not None:
-                layer.activation = keras.activations.linear
-            try:
-                pre = original(*args, **kwargs)
-            finally:
-                if activation is not None:
-                    layer.activation = activation
-            outputs.setdefault(id(layer), []).append(pre)
-            return activation(pre) if activation is not None else pre
-        return call
-
-    try:
-        for layer in layers:
-            layer.__dict__["call"] = keep(layer, layer.call)
+    fan_in = {id(layer): _fan_in(layer, ks) for layer, ks in kernels}
+    with _recorded([layer for layer, _ in kernels]) as records:
         with tf.GradientTape() as tape:
             loss = _cross_entropy(model, images, labels, from_logits)
-        pairs = [(a, layer, ks) for layer, ks in kernels for a in outputs.get(id(layer), [])]
-        total = 0.0
-        for (a, layer, ks), g in zip(pairs, tape.gradient(loss, [a for a, _, _ in pairs])):
-            if g is None:
-                continue
-            axes = list(range(1, len(a.shape) - 1))
-            per_channel = tf.reduce_sum(a * g, axis=axes) if axes else a * g
-            fisher = 0.5 * tf.reduce_mean(tf.square(per_channel), axis=0)
-            total += float(np.sum(fisher.numpy().astype("float64") * _fan_in(layer, ks)))
-        return total
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("call", None)
+    total = 0.0
+    for (layer, a), g in zip(records, tape.gradient(loss, [a for _, a in records])):
+        if g is None:
+            continue
+        axes = list(range(1, len(a.shape) - 1))
+        per_channel = tf.reduce_sum(a * g, axis=axes) if axes else a * g
+        fisher = 0.5 * tf.reduce_mean(tf.square(per_channel), axis=0)
+        total += float(np.sum(fisher.numpy().astype("float64") * fan_in[id(layer)]))
+    return total
 
 
 def _jacob_cov(model, kernels, images, labels, from_logits):
@@ -392,12 +370,14 @@ def _absolute_float64_copy(model):
 
 
 def _naswot(model, kernels, images, labels, from_logits):
-    layers = model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-    with _recorded(list(layers), fused_only=True) as records:
+    every = model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+    layers = [layer for layer in every
+              if _is_relu_layer(layer) or _is_relu(getattr(layer, "activation", None))]
+    with _recorded(layers) as records:
         model(images, training=True)
     n = len(images)
     agree = np.zeros((n, n), "float64")
-    for pre in records:
+    for _, pre in records:
         codes = tf.cast(tf.reshape(pre, (n, -1)) > 0, "float64")
         agree += (tf.matmul(codes, codes, transpose_b=True) +
                   tf.matmul(1 - codes, 1 - codes, transpose_b=True)).numpy()
