@@ -5,6 +5,7 @@ import types
 import keras
 
 from tfnas.layers.channel_shuffle import ChannelShuffle
+from tfnas.layers.fused_batch_norm import FusedBatchNormalization
 from tfnas.layers.grouped_conv import GroupedConv2D
 
 # PyTorch's BatchNorm2d defaults, which the reference was trained with.
@@ -22,6 +23,14 @@ def keras_layer_set():
         GlobalAveragePooling2D=keras.layers.GlobalAveragePooling2D, Dense=keras.layers.Dense,
         Identity=keras.layers.Identity, Input=keras.Input, Model=keras.Model,
         GroupedConv2D=GroupedConv2D, ChannelShuffle=ChannelShuffle)
+
+
+def supernet_layer_set():
+    """`keras_layer_set()` with `FusedBatchNormalization`: a supernet's units train with
+    the fused kernel (about half the traced step's ops), and keep the variables that the
+    derived network's built-in batch norms inherit."""
+    return types.SimpleNamespace(**{**vars(keras_layer_set()),
+                                    "BatchNormalization": FusedBatchNormalization})
 
 
 _CONCATENATIONS = (keras.layers.Concatenate,)
@@ -91,9 +100,10 @@ class GrunasUnit(keras.layers.Layer):
     network (every unit follows a ReLU): a concatenating unit applies its
     final ReLU to the branch only (see `apply_unit`).
 
-    The unit is a composite layer for use inside a supernet; `inline(x)` applies
-    the same sublayers one by one in a functional graph, so a derived model is
-    made of built-in layers plus `GroupedConv2D` and `ChannelShuffle`.
+    The unit is a composite layer for use inside a supernet, its batch norms
+    `FusedBatchNormalization`s (a smaller traced training step); a derived model
+    (`GrunasSpace.build_model`) is made of the same sublayers as built-in layers
+    plus `GroupedConv2D` and `ChannelShuffle`.
 
     Example:
 
@@ -125,7 +135,8 @@ class GrunasUnit(keras.layers.Layer):
         if hidden < g:
             raise ValueError(f"{self.name}: groups={g} exceeds the {hidden} bottleneck "
                              "channels of the grouped convolution.")
-        for attr, layer in unit_layers(keras_layer_set(), self.name, cin, cout, g).items():
+        for attr, layer in unit_layers(supernet_layer_set(), self.name, cin, cout,
+                                       g).items():
             setattr(self, attr, layer)
 
     def inline(self, x, training=None):

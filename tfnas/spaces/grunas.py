@@ -10,7 +10,8 @@ import keras
 import types
 
 from tfnas.layers import GrunasUnit, MixedOp
-from tfnas.layers.grunas_unit import apply_unit, keras_layer_set, unit_layers
+from tfnas.layers.grunas_unit import (apply_unit, keras_layer_set, supernet_layer_set,
+                                      unit_layers)
 from tfnas.layers import mixing as mixing_rules
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, register_space
 
@@ -107,7 +108,7 @@ class GrunasSpace(SearchSpace):
     def build_supernet(self, mixing="gumbel"):
         rule = mixing_rules.get(mixing)
         inputs = keras.Input(tuple(self.config["input_shape"]), name="image")
-        x = self._stem(inputs)
+        x = self._stem(inputs, supernet_layer_set())
         weights = {}
         for block, (cin, cout) in zip(self.blocks(), self.widths):
             op = MixedOp([GrunasUnit(cin, cout, g, name=f"{block}_g{g}")

@@ -13,7 +13,7 @@ import types
 
 import keras
 
-from tfnas.layers import MixedOp
+from tfnas.layers import FusedBatchNormalization, MixedOp
 from tfnas.layers import mixing as mixing_rules
 from tfnas.spaces.base import SearchSpace, SearchSpaceError, _did_you_mean, register_space
 
@@ -37,6 +37,14 @@ def keras_layer_set():
         MaxPooling2D=L.MaxPooling2D, Normalization=L.Normalization,
         GlobalAveragePooling2D=L.GlobalAveragePooling2D, Dense=L.Dense, Input=keras.Input,
         Model=keras.Model)
+
+
+def supernet_layer_set():
+    """`keras_layer_set()` with `FusedBatchNormalization`: the supernet trains with the
+    fused kernel (a smaller traced step) and keeps the variables the derived network's
+    built-in batch norms inherit."""
+    return types.SimpleNamespace(**{**vars(keras_layer_set()),
+                                    "BatchNormalization": FusedBatchNormalization})
 
 
 def strided(size, stride):
@@ -225,7 +233,7 @@ class ResNet50Space(SearchSpace):
     def build_supernet(self, mixing="binary"):
         """`x -> (logits, {block: probabilities})`; binary gates by default (ProxylessNAS)."""
         rule = mixing_rules.get(mixing)
-        L = keras_layer_set()
+        L = supernet_layer_set()
         weights = {}
         search = set(self.blocks())
 
