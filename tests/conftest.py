@@ -16,6 +16,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPACE = {"widths": [[12, 24], [24, 24], [24, 48], [48, 48]], "candidates": [1, 2, 4]}
 
 
+# The longest modules, longest first (pytest --durations, summed per module). pytest-xdist's
+# loadscope hands whole modules to its two workers in collection order: started last, a long
+# module ran alone for minutes at the end of the suite while the other worker sat idle.
+LONGEST_FIRST = ("test_distribute_methods", "test_darts", "test_resume", "test_search",
+                 "test_distribute", "test_cli", "test_dca", "test_enas_micro",
+                 "test_shufflenasnet", "test_enas_method", "test_compaction", "test_enas_oracle",
+                 "test_latency", "test_lowering", "test_tuner", "test_qat", "test_nasbench201",
+                 "test_quantize")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
