@@ -19,7 +19,7 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.spaces.cifar_resnet", "tfnas.compaction.target",
            "tfnas.compaction.group_lasso", "tfnas.compaction.training",
            "tfnas.compaction.morphnet", "tfnas.compaction.variational_dropout",
-           "tfnas.proxies"]
+           "tfnas.proxies", "tfnas.tuners.decisions", "tfnas.tuners.evolution"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -151,10 +151,10 @@ class OracleKilledAt(EnasOracle):
         super().__init__(**kwargs)
         self.point = point
 
-    def _reward(self, trial):
+    def learn(self, trial):
         if self.point == "end_trial" and trial.trial_id == "05":
             raise Killed
-        super()._reward(trial)
+        super().learn(trial)
 
     def save(self):
         if self.point == "create_trial" and self.start_order[-1:] == ["05"]:

@@ -71,9 +71,10 @@ def test_random_search_writes_the_architecture_document_and_its_trials(tmp_path)
     assert all((a == b).all() for a, b in zip(searched, searched_again))
 
 
-def test_infeasible_trials_are_reported_to_the_oracle(tmp_path):
+@pytest.mark.parametrize("tuner", ["random", "evolution"])
+def test_infeasible_trials_are_reported_to_the_oracle(tmp_path, tuner):
     with pytest.raises(ConfigError, match="No trial of the tuner met the constraints"):
-        _search(tmp_path, 'search.tuner={"type": "random", "max_trials": 2}',
+        _search(tmp_path, f'search.tuner={{"type": "{tuner}", "max_trials": 2}}',
                 "search.constraints.max_parameters=10")
     trials = json.loads((tmp_path / "run" / "logs" / "trials.json").read_text())
     assert [t["status"] for t in trials] == ["FAILED", "FAILED"]
@@ -81,9 +82,11 @@ def test_infeasible_trials_are_reported_to_the_oracle(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ('search.tuner={"type": "evolution"}', "search.tuner: Unknown keras-tuner tuner "
-                                           "'evolution'; choose one of ['bayesian', "
-                                           "'enas', 'hyperband', 'random']"),
+    ('search.tuner={"type": "evolutionary"}', "search.tuner: Unknown keras-tuner tuner "
+                                              "'evolutionary'; choose one of ['bayesian', "
+                                              "'enas', 'evolution', 'hyperband', 'random']"),
+    ('search.tuner={"type": "evolution", "population_size": 1}', "1 is less than the "
+                                                                 "minimum of 2"),
     ('search.tuner={"type": "random", "max_trails": 3}', "unexpected keyword argument "
                                                           "'max_trails'"),
     ("search.constraints.max_latency_ms=3", "max_latency_ms and latency_table go together"),

@@ -7,8 +7,9 @@ accuracy. Costs constrain the trials: with `constraints.mode: "reject"` an
 architecture over a limit is not trained and is reported to the oracle as a
 failed (infeasible) trial; with `"penalty"` it is trained and its objective is
 `val_accuracy - weight * sum(max(0, cost / limit - 1))`. Random search over
-a space is the baseline every NAS result needs; `"enas"` runs the ENAS
-controller (`tfnas.tuners.EnasOracle`) as the oracle, without weight sharing.
+a space is the baseline every NAS result needs; `"evolution"` runs regularized
+evolution (`tfnas.tuners.EvolutionOracle`) and `"enas"` the ENAS controller
+(`tfnas.tuners.EnasOracle`) as the oracle, without weight sharing.
 """
 
 import contextlib
@@ -28,6 +29,7 @@ from tfnas.methods.base import SearchMethod, prefixed, register_method
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
+from tfnas.tuners.evolution import SETTINGS_SCHEMA as EVOLUTION_SCHEMA
 
 # keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
 # tuner's directory and project, and the `search.tuner` arguments.
@@ -95,10 +97,26 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
                     project_name=project_name, overwrite=overwrite)
 
 
+def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
+               max_consecutive_failed_trials, max_trials=10, population_size=10,
+               sample_size=3, max_draws=100):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    from tfnas.tuners import EvolutionOracle  # pylint: disable=import-outside-toplevel
+
+    oracle = EvolutionOracle(objective=objective, max_trials=max_trials, seed=seed,
+                             max_consecutive_failed_trials=max_consecutive_failed_trials,
+                             population_size=population_size, sample_size=sample_size,
+                             max_draws=max_draws)
+    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                    project_name=project_name, overwrite=overwrite)
+
+
 # keras-tuner reads max_trials 0 (or None) as "no limit": a trial count is at least 1.
 _TRIALS = {"max_trials": schema.integer(1)}
 TUNERS.register("random", arguments=_TRIALS)(_random)
 TUNERS.register("enas", arguments={**_TRIALS, **SETTINGS_SCHEMA})(_enas)
+TUNERS.register("evolution", arguments={**_TRIALS, **EVOLUTION_SCHEMA})(_evolution)
 TUNERS.register("hyperband", arguments={
     "max_epochs": schema.integer(1), "factor": schema.integer(2),
     "hyperband_iterations": schema.integer(1)})(_hyperband)
@@ -137,7 +155,8 @@ class TunerSearch(SearchMethod):
 
     name = "tuner"
     defaults = {
-        # {"type": "random" | "hyperband" | "bayesian" | "enas", and that tuner's arguments}
+        # {"type": "random" | "evolution" | "hyperband" | "bayesian" | "enas", and that
+        # tuner's arguments}
         "tuner": {"type": "random", "max_trials": 10},
         "trial_epochs": 3,       # training epochs of each trial (Hyperband: its max_epochs)
         "objective": "val_accuracy",

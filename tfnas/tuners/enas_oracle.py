@@ -1,8 +1,6 @@
 """ENAS's controller as a keras-tuner Oracle."""
 
-import json
 import math
-import os
 
 import keras
 import keras_tuner as kt
@@ -10,9 +8,10 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.engine import hyperparameters as hp_types
 
-from tfnas.run_dir import write_json_atomically
 from tfnas.tuners.controller import Controller, decode, encode
-from tfnas.tuners.distributed import wait_for_chief
+from tfnas.tuners.decisions import choices_of as _choices_of
+from tfnas.tuners.resumable import ResumableOracle
+
 
 def _number(**limits):
     return {"type": "number", **limits}
@@ -35,35 +34,12 @@ SETTINGS_SCHEMA = {
     "max_retries_per_trial": {"type": "integer", "minimum": 0},
 }
 
-# The most choices one decision may have (an hp.Int over a huge range is not a decision).
-MAX_CHOICES = 10_000
-
-
 def choices_of(hp):
-    """The finite list of values of a hyperparameter the controller decides, or None for
-    `Fixed`. `Choice`, `Boolean`, `Int` and stepped `Float` are decisions."""
-    if isinstance(hp, hp_types.Fixed):
-        return None
-    if isinstance(hp, hp_types.Choice):
-        return list(hp.values)
-    if isinstance(hp, hp_types.Boolean):
-        return [False, True]
-    if isinstance(hp, (hp_types.Int, hp_types.Float)):
-        if isinstance(hp, hp_types.Float) and hp.step is None:
-            raise ValueError(
-                f"EnasOracle chooses among finite values; hp.Float {hp.name!r} has no step. "
-                "Give it a step or use hp.Choice.")
-        count = hp._get_n_values()  # pylint: disable=protected-access
-        if count > MAX_CHOICES:
-            raise ValueError(f"hp.Int {hp.name!r} has {count:,} values, more than the "
-                             f"{MAX_CHOICES:,} one decision may have; give it a larger step.")
-        values = list(hp.values)
-        return [int(round(v)) for v in values] if isinstance(hp, hp_types.Int) else values
-    raise ValueError(f"EnasOracle cannot decide hyperparameter {hp.name!r} of type "
-                     f"{type(hp).__name__}; use hp.Choice, hp.Int, hp.Boolean or hp.Fixed.")
+    """`tfnas.tuners.decisions.choices_of` for the ENAS controller."""
+    return _choices_of(hp, "EnasOracle")
 
 
-class EnasOracle(kt.Oracle):
+class EnasOracle(ResumableOracle):
     """The ENAS controller (Pham et al., 2018) as a keras-tuner `Oracle`.
 
     An LSTM samples every decision of the search space in turn (each `hp.Choice`,
@@ -121,8 +97,7 @@ class EnasOracle(kt.Oracle):
                  entropy_weight=1e-4, baseline_decay=0.99, learning_rate=0.0035,
                  samples_per_update=10, failed_reward=None, resample_seen=20,
                  chief_timeout=600):
-        wait_for_chief(chief_timeout)
-        super().__init__(objective=objective, max_trials=max_trials, seed=seed,
+        super().__init__(chief_timeout=chief_timeout, objective=objective, max_trials=max_trials, seed=seed,
                          hyperparameters=hyperparameters, allow_new_entries=allow_new_entries,
                          tune_new_entries=tune_new_entries,
                          max_retries_per_trial=max_retries_per_trial,
@@ -183,27 +158,6 @@ class EnasOracle(kt.Oracle):
             self.controller.add(name, len(values))
         return decisions
 
-    def update_space(self, hyperparameters):
-        known_by_name = {hp.name: hp for hp in self.hyperparameters.space}
-        saved = getattr(self, "_saved_names", None)
-        new = sorted(hp.name for hp in hyperparameters.space if hp.name not in known_by_name)
-        if saved and new:
-            # After a reload keras-tuner builds the hypermodel only inside trials, so the
-            # first trial of another space ends here.
-            raise ValueError(
-                f"EnasOracle: this project holds a search over {sorted(saved)} but the "
-                f"hypermodel declares {new}: it is another search space. Use another "
-                "project_name, or overwrite=True.")
-        for hp in hyperparameters.space:
-            known = known_by_name.get(hp.name)
-            if known is not None and known.conditions == hp.conditions:
-                if choices_of(known) != choices_of(hp):
-                    raise ValueError(
-                        f"EnasOracle: hyperparameter {hp.name!r} takes {choices_of(hp)} "
-                        f"but this search's state has {choices_of(known)}: the state is from "
-                        "another search space. Use another project_name, or overwrite=True.")
-        super().update_space(hyperparameters)
-
     # -- sampling --------------------------------------------------------------------------
     def _sample(self, decisions):
         constants = self._tanh_constants()
@@ -235,20 +189,7 @@ class EnasOracle(kt.Oracle):
         return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
 
     # -- learning --------------------------------------------------------------------------
-    @kt.synchronized
-    def end_trial(self, trial):
-        # keras-tuner saves the oracle in the middle of end_trial, with the trial both ended and
-        # still ongoing, and before the reward is recorded here: a chief killed then would run
-        # the trial again on restart and lose its reward. The state is saved once, complete.
-        self._defer_saving = True
-        try:
-            super().end_trial(trial)
-            self._reward(self.trials[trial.trial_id])
-        finally:
-            self._defer_saving = False
-        self.save()
-
-    def _reward(self, trial):
+    def learn(self, trial):
         status = kt.engine.trial.TrialStatus
         # A trial is rewarded once, though keras-tuner may end it again (a retry after a chief
         # restart).
@@ -342,30 +283,6 @@ class EnasOracle(kt.Oracle):
         return result
 
     # -- state -----------------------------------------------------------------------------
-    def save(self):
-        if not getattr(self, "_defer_saving", False):
-            _write_json_atomically(self._get_oracle_fname(), self.get_state())
-
-    def reload(self):
-        try:
-            super().reload()
-        except ValueError as err:  # json.JSONDecodeError: a file cut short
-            raise ValueError(
-                f"EnasOracle: cannot reload the project in {self._project_dir}: a state file "
-                f"is damaged ({type(err).__name__}: {err}). Restore it, use another "
-                "project_name, or overwrite=True.") from None
-        # Names the hypermodel must declare: a reloaded search over another space would
-        # hand its trials the old space's values.
-        self._saved_names = {hp.name for hp in self.hyperparameters.space}
-        # keras-tuner writes a new trial's file before the oracle's state: a chief killed
-        # between the two leaves a trial the state never started. Its id is given again.
-        for trial_id in set(self.trials) - set(self.start_order):
-            del self.trials[trial_id]
-
-    def _save_trial(self, trial):
-        _write_json_atomically(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
-                               trial.get_state())
-
     def get_state(self):
         state = super().get_state()
         optimizer = None
@@ -387,15 +304,7 @@ class EnasOracle(kt.Oracle):
         return state
 
     def set_state(self, state):
-        declared = {hp.name: (hp.conditions, choices_of(hp))
-                    for hp in self.hyperparameters.space}
         super().set_state(state)
-        for hp in self.hyperparameters.space:
-            if hp.name in declared and declared[hp.name] != (hp.conditions, choices_of(hp)):
-                raise ValueError(
-                    f"EnasOracle: hyperparameter {hp.name!r} takes {declared[hp.name][1]} "
-                    f"but the saved state has {choices_of(hp)}: the state is from another "
-                    "search space. Use another project_name, or overwrite=True.")
         if "enas" not in state:
             raise ValueError("EnasOracle: the saved oracle state holds no controller (it was "
                              "written by another oracle). Use another project_name, or "
@@ -421,13 +330,3 @@ class EnasOracle(kt.Oracle):
         self._rewarded = set(enas["rewarded"])
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = enas["rng"]
-
-
-def _write_json_atomically(path, state):
-    """keras-tuner rewrites its JSON files in place: a chief killed while writing leaves a
-    truncated file that no restart can read. Local files are written whole, then renamed."""
-    if "://" in str(path):  # a remote file system (gs://...): tf.io.gfile writes it
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(json.dumps(state))
-        return
-    write_json_atomically(path, state)
