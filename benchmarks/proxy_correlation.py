@@ -25,7 +25,7 @@ from scipy import stats  # noqa: E402
 
 from tfnas import pipeline, proxies  # noqa: E402
 from tfnas.config import load_config  # noqa: E402
-from tfnas.methods.zero_cost import sample_architectures  # noqa: E402
+from tfnas.methods.candidates import sample_architectures  # noqa: E402
 from tfnas.optimizers import make_optimizer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

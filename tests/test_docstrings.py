@@ -19,7 +19,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.spaces.cifar_resnet", "tfnas.compaction.target",
            "tfnas.compaction.group_lasso", "tfnas.compaction.training",
            "tfnas.compaction.morphnet", "tfnas.compaction.variational_dropout",
-           "tfnas.proxies", "tfnas.tuners.decisions", "tfnas.tuners.evolution"]
+           "tfnas.proxies", "tfnas.tuners.decisions", "tfnas.tuners.evolution",
+           "tfnas.tuners.warm_start", "tfnas.methods.candidates"]
 
 
 @pytest.mark.parametrize("name", MODULES)

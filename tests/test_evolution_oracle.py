@@ -7,6 +7,7 @@ import pytest
 
 from test_enas_oracle import MAX, LookupTuner, _space
 from tfnas.tuners import EvolutionOracle
+from tfnas.tuners.warm_start import warm_started
 
 EDGES = 6
 
@@ -161,3 +162,22 @@ def test_a_project_of_another_oracle_or_space_is_refused(tmp_path):
     with pytest.raises(ValueError, match="hp.Float 'lr' has no step"):
         _tuner(tmp_path, lambda v: 0.0, name="f", build=lambda hp: hp.Float("lr", 0.1, 1.0),
                max_trials=2).search(verbose=0)
+
+
+def test_warm_started_oracles_train_the_given_architectures_first(tmp_path):
+    best = [{f"edge_{i}": 4 - (i == k) for i in range(EDGES)} for k in range(3)]
+    given = [best[0], best[0], best[1], best[2]]  # a repeat is skipped
+    seen = {}
+    for oracle_class in (EvolutionOracle, kt.oracles.RandomSearchOracle):
+        extra = {"population_size": 3} if oracle_class is EvolutionOracle else {}
+        oracle = warm_started(oracle_class)(objective=MAX, max_trials=12, seed=3,
+                                            initial_values=given, **extra)
+        tuner = LookupTuner(_table(4), oracle=oracle, hypermodel=_edges,
+                            directory=str(tmp_path), project_name=oracle_class.__name__)
+        tuner.search(verbose=0)
+        seen[oracle_class] = tuner.seen
+        assert tuner.seen[:3] == best and len(tuner.seen) == 12
+        assert all(v not in best for v in tuner.seen[3:])
+    # Evolution's first population is the given three: its next trial mutates one of them.
+    child = seen[EvolutionOracle][3]
+    assert min(sum(child[n] != b[n] for n in child) for b in best) == 1

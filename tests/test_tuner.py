@@ -81,7 +81,24 @@ def test_infeasible_trials_are_reported_to_the_oracle(tmp_path, tuner):
     assert "infeasible: parameters" in trials[0]["message"]
 
 
+def test_a_warm_started_evolution_trains_the_best_ranked_architectures_first(tmp_path):
+    import csv  # pylint: disable=import-outside-toplevel
+
+    _, run, _, _ = _search(tmp_path, 'search.tuner={"type": "evolution", "max_trials": 3, '
+                                     '"population_size": 2}',
+                           'search.warm_start={"proxy": "params", "candidates": 6, '
+                           '"trials": 2}')
+    with open(run.file("logs", "warm_start.csv"), newline="", encoding="utf-8") as f:
+        ranked = list(csv.DictReader(f))
+    assert len(ranked) == 2 and float(ranked[0]["score"]) >= float(ranked[1]["score"])
+    trials = json.loads(open(run.file("logs", "trials.json"), encoding="utf-8").read())
+    assert [t["choices"] for t in trials[:2]] == [json.loads(r["choices"]) for r in ranked]
+    assert len(trials) == 3 and trials[2]["choices"] not in [t["choices"] for t in trials[:2]]
+
+
 @pytest.mark.parametrize("override, message", [
+    ('search.warm_start={"proxy": "snipp"}', "search.warm_start"),
+    ('search.warm_start={"proxy": "naswot", "candiates": 9}', "search.warm_start"),
     ('search.tuner={"type": "evolutionary"}', "search.tuner: Unknown keras-tuner tuner "
                                               "'evolutionary'; choose one of ['bayesian', "
                                               "'enas', 'evolution', 'hyperband', 'random']"),
@@ -98,6 +115,13 @@ def test_bad_tuner_settings_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as err:
         pipeline.prepare(load_config(RANDOM, [*SMALL, override]))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_warm_start_needs_a_tuner_that_takes_one():
+    with pytest.raises(ConfigError, match="the 'enas' tuner cannot start from given "
+                                          "architectures; use one of"):
+        pipeline.prepare(load_config(RANDOM, [*SMALL, 'search.tuner={"type": "enas"}',
+                                              'search.warm_start={"proxy": "params"}']))
 
 
 def test_tfnas_run_with_the_random_search_recipe(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from tfnas import pipeline
 from tfnas.config import load_config
 from tfnas.errors import ConfigError
-from tfnas.methods.zero_cost import sample_architectures
+from tfnas.methods.candidates import sample_architectures
 from tfnas.run_dir import RunDirectory
 from tfnas.spaces import get_space
 

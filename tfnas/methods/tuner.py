@@ -13,6 +13,7 @@ evolution (`tfnas.tuners.EvolutionOracle`) and `"enas"` the ENAS controller
 """
 
 import contextlib
+import csv
 import json
 import os
 import time
@@ -20,7 +21,7 @@ import time
 import keras
 
 from tfnas import data as data_lib
-from tfnas import distribute, schema
+from tfnas import distribute, proxies, schema
 from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost, count_parameters
 from tfnas.errors import ConfigError
@@ -30,6 +31,7 @@ from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
 from tfnas.tuners.evolution import SETTINGS_SCHEMA as EVOLUTION_SCHEMA
+from tfnas.tuners.warm_start import warm_started
 
 # keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
 # tuner's directory and project, and the `search.tuner` arguments.
@@ -39,9 +41,16 @@ TUNERS = Registry("keras-tuner tuner")
 # Every factory takes the tuner's settings by name (no **kwargs), so that
 # `TUNERS.check` rejects an argument the tuner does not take before a run starts.
 def _random(hypermodel, objective, seed, directory, project_name, overwrite,
-            max_consecutive_failed_trials, max_trials=10):
+            max_consecutive_failed_trials, initial_values, max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
+    if initial_values:
+        oracle = warm_started(kt.oracles.RandomSearchOracle)(
+            objective=objective, max_trials=max_trials, seed=seed,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            initial_values=initial_values)
+        return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                        project_name=project_name, overwrite=overwrite)
     return kt.RandomSearch(hypermodel=hypermodel, objective=objective, seed=seed,
                            directory=directory, project_name=project_name, overwrite=overwrite,
                            max_consecutive_failed_trials=max_consecutive_failed_trials,
@@ -49,9 +58,11 @@ def _random(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
-               max_consecutive_failed_trials, max_epochs=9, factor=3, hyperband_iterations=1):
+               max_consecutive_failed_trials, initial_values, max_epochs=9, factor=3,
+               hyperband_iterations=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
+    _no_warm_start("hyperband", initial_values)
     return kt.Hyperband(hypermodel=hypermodel, objective=objective, seed=seed,
                         directory=directory, project_name=project_name, overwrite=overwrite,
                         max_consecutive_failed_trials=max_consecutive_failed_trials,
@@ -60,10 +71,18 @@ def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
-              max_consecutive_failed_trials, max_trials=10, num_initial_points=None,
-              alpha=1e-4, beta=2.6):
+              max_consecutive_failed_trials, initial_values, max_trials=10,
+              num_initial_points=None, alpha=1e-4, beta=2.6):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
+    if initial_values:
+        oracle = warm_started(kt.oracles.BayesianOptimizationOracle)(
+            objective=objective, max_trials=max_trials, seed=seed,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            num_initial_points=num_initial_points, alpha=alpha, beta=beta,
+            initial_values=initial_values)
+        return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                        project_name=project_name, overwrite=overwrite)
     return kt.BayesianOptimization(
         hypermodel=hypermodel, objective=objective, seed=seed, directory=directory,
         project_name=project_name, overwrite=overwrite,
@@ -72,10 +91,19 @@ def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 _UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's default
+# The tuners whose first trials search.warm_start can choose.
+WARM_STARTED = ("random", "evolution", "bayesian")
+
+
+def _no_warm_start(name, initial_values):
+    if initial_values:
+        raise ConfigError(f"search.warm_start: the {name!r} tuner cannot start from given "
+                          f"architectures; use one of {list(WARM_STARTED)}, or remove "
+                          "search.warm_start.")
 
 
 def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
-          max_consecutive_failed_trials, max_trials=10, lstm_units=_UNSET,
+          max_consecutive_failed_trials, initial_values, max_trials=10, lstm_units=_UNSET,
           tanh_constant=_UNSET, op_tanh_reduce=_UNSET, input_decisions=_UNSET,
           temperature=_UNSET, entropy_weight=_UNSET, baseline_decay=_UNSET,
           learning_rate=_UNSET, samples_per_update=_UNSET, failed_reward=_UNSET,
@@ -84,6 +112,7 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
 
     from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
 
+    _no_warm_start("enas", initial_values)
     given = dict(lstm_units=lstm_units, tanh_constant=tanh_constant,
                  op_tanh_reduce=op_tanh_reduce, input_decisions=input_decisions,
                  temperature=temperature, entropy_weight=entropy_weight,
@@ -98,13 +127,14 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
-               max_consecutive_failed_trials, max_trials=10, population_size=10,
-               sample_size=3, max_draws=100):
+               max_consecutive_failed_trials, initial_values, max_trials=10,
+               population_size=10, sample_size=3, max_draws=100):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     from tfnas.tuners import EvolutionOracle  # pylint: disable=import-outside-toplevel
 
-    oracle = EvolutionOracle(objective=objective, max_trials=max_trials, seed=seed,
+    oracle = warm_started(EvolutionOracle)(initial_values=initial_values,
+                                           objective=objective, max_trials=max_trials, seed=seed,
                              max_consecutive_failed_trials=max_consecutive_failed_trials,
                              population_size=population_size, sample_size=sample_size,
                              max_draws=max_draws)
@@ -125,7 +155,7 @@ TUNERS.register("bayesian", arguments={
     "alpha": schema.number(exclusive_minimum=0), "beta": schema.number(minimum=0)})(_bayesian)
 # The settings tfnas passes to every tuner factory.
 TUNER_SETTINGS = ("hypermodel", "objective", "seed", "directory", "project_name", "overwrite",
-                  "max_consecutive_failed_trials")
+                  "max_consecutive_failed_trials", "initial_values")
 
 
 COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
@@ -168,6 +198,10 @@ class TunerSearch(SearchMethod):
         },
         "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9,
                       "weight_decay": 1e-4, "schedule": "cosine"},
+        # null, or {"proxy": a tfnas.proxies name or a list (their vote), "candidates":
+        # architectures scored untrained, "trials": how many of the best the first trials
+        # train (evolution: its first population)}
+        "warm_start": None,
     }
     open_keys = ("tuner", "optimizer")
     schema = {
@@ -180,8 +214,17 @@ class TunerSearch(SearchMethod):
             "weight": schema.number(exclusive_minimum=0),
         }),
         "optimizer": schema.OPEN,
+        "warm_start": {"anyOf": [{"type": "null"}, {
+            "type": "object", "additionalProperties": False, "properties": {
+                "proxy": {"anyOf": [{"enum": list(proxies.PROXIES)},
+                                    {"type": "array", "minItems": 1,
+                                     "items": {"enum": list(proxies.PROXIES)}}]},
+                "candidates": schema.integer(1), "trials": schema.integer(1)}}]},
     }
-    hints = {"trial_epochs": "each trial trains the derived model at least one epoch"}
+    hints = {"trial_epochs": "each trial trains the derived model at least one epoch",
+             "warm_start": 'null or {"proxy", "candidates", "trials"}; the proxies are '
+                           f"{list(proxies.PROXIES)}"}
+    WARM_START = {"proxy": "naswot", "candidates": 500, "trials": 10}
 
     @classmethod
     def check_section(cls, section):
@@ -189,6 +232,9 @@ class TunerSearch(SearchMethod):
         check_learning_rate("search.optimizer", section["optimizer"])
         prefixed("search.tuner", TUNERS.check, section["tuner"],
                  **dict.fromkeys(TUNER_SETTINGS))
+        name, _ = TUNERS.split(section["tuner"])
+        if section["warm_start"] is not None and name not in WARM_STARTED:
+            _no_warm_start(name, [{}])
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
@@ -213,7 +259,7 @@ class TunerSearch(SearchMethod):
         c = self.section["constraints"]
         return {k: v / c[k] - 1 for k, v in costs.items() if v > c[k]}
 
-    def _tuner(self, run_path, overwrite=False):
+    def _tuner(self, run_path, overwrite=False, initial_values=()):
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
         s = self.section
@@ -228,7 +274,8 @@ class TunerSearch(SearchMethod):
                            hypermodel=hypermodel, objective=objective,
                            seed=self.config["seed"], overwrite=overwrite,
                            directory=os.path.join(run_path, "checkpoints"), project_name="tuner",
-                           max_consecutive_failed_trials=10 ** 6)
+                           max_consecutive_failed_trials=10 ** 6,
+                           initial_values=list(initial_values))
         # The tuner builds a model once to learn the space; constraints apply to trials.
         hypermodel.trials_started = True
         # keras-tuner enters the strategy around each trial's build and fit (its
@@ -247,11 +294,11 @@ class TunerSearch(SearchMethod):
         before = (json.load(open(elapsed_path, encoding="utf-8"))["seconds"]
                   if os.path.exists(elapsed_path) else 0.0)
         start = time.time()
-        tuner = self._tuner(run.path)
         print(f"== search: keras-tuner {TUNERS.split(s['tuner'])[0]} over the "
               f"{len(self.space.blocks())} blocks of the {self.space.name} space, "
               f"{s['trial_epochs']} epochs per trial, {prepared.splits.sizes['train']} + "
               f"{prepared.splits.sizes['val']} images")
+        tuner = self._tuner(run.path, initial_values=self._warm_start(run, verbose))
         # The training batches are made per trial in HyperModel.fit, epoch by epoch.
         tuner.search(epochs=s["trial_epochs"], validation_data=prepared.batches("val", False),
                      verbose=min(verbose, 1))
@@ -278,6 +325,43 @@ class TunerSearch(SearchMethod):
             "best_trial": best[0].trial_id, "objective": s["objective"],
             "best_score": best[0].score})
         return arch, self.load(run.path)
+
+    def _warm_start(self, run, verbose):
+        """The keras-tuner values of the best architectures of `search.warm_start` by a
+        zero-cost proxy (those within the cost limits), best first; () without one. The
+        ranking is written to logs/warm_start.csv; a resumed search ranks again (the same
+        seed, the same ranking) and skips the trials already run."""
+        if self.section["warm_start"] is None:
+            return ()
+        from tfnas.methods.candidates import (  # pylint: disable=import-outside-toplevel
+            sample_architectures, score_architectures)
+
+        settings = {**self.WARM_START, **self.section["warm_start"]}
+        names = [settings["proxy"]] if isinstance(settings["proxy"], str) else \
+            list(settings["proxy"])
+        start = time.time()
+        drawn = sample_architectures(self.space, settings["candidates"], self.config["seed"],
+                                     with_values=True)
+        images, labels = next(iter(self.prepared.batches("train", True, epoch=0)))
+        rows = score_architectures(self.space, [c for c, _ in drawn], images.numpy(),
+                                   labels.numpy(), names, self.config["seed"], self.costs,
+                                   self.excess)
+        ranked = sorted((r for r in rows if r["feasible"]),
+                        key=lambda r: (-r["score"], r["index"]))[:settings["trials"]]
+        path = run.file("logs", "warm_start.csv")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["rank", "index", "choices", "score", *sorted(rows[0]["scores"])])
+            for rank, r in enumerate(ranked):
+                writer.writerow([rank, r["index"], json.dumps(r["choices"], sort_keys=True),
+                                 repr(r["score"]),
+                                 *[repr(r["scores"][k]) for k in sorted(r["scores"])]])
+        if verbose:
+            print(f"   warm start: {len(rows)} architectures scored by {' + '.join(names)} "
+                  f"untrained in {time.time() - start:.1f} s; the first {len(ranked)} trials "
+                  "train the best")
+        return [drawn[r["index"]][1] for r in ranked]
 
     def _trial_records(self, tuner):
         records = []

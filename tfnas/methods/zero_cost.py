@@ -15,69 +15,14 @@ import math
 import os
 import time
 
-import keras
-import numpy as np
-
 from tfnas import proxies, schema
 from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost
 from tfnas.errors import ConfigError
 from tfnas.methods.base import SearchMethod, register_method
+from tfnas.methods.candidates import sample_architectures, score_architectures
 from tfnas.methods.tuner import (COST_LIMITS, COST_LIMITS_SCHEMA, TunerSearch,
                                  check_cost_limits)
-
-
-class _Draw:
-    """A keras-tuner `HyperParameters` stand-in for `SearchSpace.hyperparameters`: each
-    `Choice` is a uniform draw, or, given `digits`, the value they index (enumeration)."""
-
-    def __init__(self, rng=None, digits=None):
-        self.rng, self.digits, self.sizes = rng, digits, []
-
-    def Choice(self, name, values, **kwargs):  # noqa: N802  pylint: disable=invalid-name
-        del name, kwargs
-        self.sizes.append(len(values))
-        if self.digits is not None:
-            return values[self.digits[len(self.sizes) - 1]]
-        return values[int(self.rng.integers(len(values)))]
-
-
-def sample_architectures(space, count, seed):
-    """`count` distinct `{block: choice}` of `space` (all of them, in order, when the space
-    has no more), drawn through the space's hyperparameter mapping, so that every draw is
-    a valid architecture (DARTS's two inputs per node)."""
-    probe = _Draw(np.random.default_rng(seed))
-    space.hyperparameters(probe)
-    total = math.prod(probe.sizes)
-    if total <= count:  # enumerate, in mixed radix over the choices
-        found = []
-        for index in range(total):
-            digits = []
-            for size in reversed(probe.sizes):
-                index, digit = divmod(index, size)
-                digits.append(digit)
-            found.append(space.hyperparameters(_Draw(digits=digits[::-1])))
-        return _unique(found)
-    rng, found, seen = np.random.default_rng(seed), [], set()
-    for _ in range(count * 20):  # a space with many equal encodings may run out of new ones
-        choices = space.hyperparameters(_Draw(rng))
-        key = json.dumps(choices, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            found.append(choices)
-            if len(found) == count:
-                break
-    return found
-
-
-def _unique(architectures):
-    seen, found = set(), []
-    for choices in architectures:
-        key = json.dumps(choices, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            found.append(choices)
-    return found
 
 
 @register_method
@@ -126,21 +71,8 @@ class ZeroCostSearch(SearchMethod):
         print(f"== search: {len(candidates)} architectures of the {self.space.name} space "
               f"scored by {' + '.join(names)} on one batch of {len(images)} training images, "
               "untrained")
-        rows = []
-        for index, choices in enumerate(candidates):
-            keras.utils.set_random_seed(self.config["seed"])  # the same draws for every one
-            model = self.space.build_model(choices)
-            scores = proxies.score(model, images, labels,
-                                   proxies=sorted(set(names) | {"params"}))
-            costs = self.costs(choices, model)
-            rows.append({"index": index, "choices": choices, "scores": scores, "costs": costs,
-                         "feasible": not self.excess(costs)})
-            if verbose and (index + 1) % max(1, len(candidates) // 10) == 0:
-                print(f"   {index + 1}/{len(candidates)} scored ({time.time() - start:.0f} s)")
-            keras.backend.clear_session(free_memory=False)
-        votes = proxies.vote([r["scores"] for r in rows], names)
-        for row, value in zip(rows, votes):
-            row["score"] = row["scores"][names[0]] if len(names) == 1 else value
+        rows = score_architectures(self.space, candidates, images, labels, names,
+                                   self.config["seed"], self.costs, self.excess, verbose)
         feasible = [r for r in rows if r["feasible"]]
         if not feasible:
             limits = {k: v for k, v in self.section["constraints"].items()
