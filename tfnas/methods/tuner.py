@@ -41,7 +41,7 @@ TUNERS = Registry("keras-tuner tuner")
 # Every factory takes the tuner's settings by name (no **kwargs), so that
 # `TUNERS.check` rejects an argument the tuner does not take before a run starts.
 def _random(hypermodel, objective, seed, directory, project_name, overwrite,
-            max_consecutive_failed_trials, initial_values, max_trials=10):
+            max_consecutive_failed_trials, initial_values=(), max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     if initial_values:
@@ -58,7 +58,7 @@ def _random(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
-               max_consecutive_failed_trials, initial_values, max_epochs=9, factor=3,
+               max_consecutive_failed_trials, initial_values=(), max_epochs=9, factor=3,
                hyperband_iterations=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
@@ -71,7 +71,7 @@ def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
-              max_consecutive_failed_trials, initial_values, max_trials=10,
+              max_consecutive_failed_trials, initial_values=(), max_trials=10,
               num_initial_points=None, alpha=1e-4, beta=2.6):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
@@ -103,7 +103,7 @@ def _no_warm_start(name, initial_values):
 
 
 def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
-          max_consecutive_failed_trials, initial_values, max_trials=10, lstm_units=_UNSET,
+          max_consecutive_failed_trials, initial_values=(), max_trials=10, lstm_units=_UNSET,
           tanh_constant=_UNSET, op_tanh_reduce=_UNSET, input_decisions=_UNSET,
           temperature=_UNSET, entropy_weight=_UNSET, baseline_decay=_UNSET,
           learning_rate=_UNSET, samples_per_update=_UNSET, failed_reward=_UNSET,
@@ -127,7 +127,7 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
 
 
 def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
-               max_consecutive_failed_trials, initial_values, max_trials=10,
+               max_consecutive_failed_trials, initial_values=(), max_trials=10,
                population_size=10, sample_size=3, max_draws=100):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
