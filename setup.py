@@ -10,7 +10,7 @@ setup(
     packages=["tfnas", "tfnas.compaction", "tfnas.data", "tfnas.methods", "tfnas.spaces",
               "tfnas.tuners", "tfnas.layers", "tfnas.deploy"],
     package_dir={"tfnas": "tfnas", "tfnas.layers": "layers", "tfnas.deploy": "deploy"},
-    package_data={"tfnas.data": ["*.npz"]},
+    package_data={"tfnas.data": ["*.npz", "*.csv"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",

@@ -32,7 +32,7 @@ from absl import app, flags
 from tfnas.errors import TfnasError, UsageError
 
 COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table",
-            "budget-graph")
+            "budget-graph", "race")
 # Commands whose work is a stage that a resumed run reuses once it has finished.
 STAGES = {"search": "search", "train": "train", "export": "export", "run": "run"}
 
@@ -84,6 +84,16 @@ flags.DEFINE_float("budget", None,
                    "search.penalty.budget).")
 
 
+flags.DEFINE_string("table", None, "race: a CSV accuracy table (decision columns, then "
+                    "'accuracy'); default the shipped tfnas/data/grunas_tiny_table.csv.")
+flags.DEFINE_list("oracles", ["random", "evolution", "enas"],
+                  "race: oracles to race (random, evolution, enas, bayesian).")
+flags.DEFINE_integer("trials", 200, "race: trials per run.")
+flags.DEFINE_integer("seeds", 10, "race: runs per oracle, seeds 0..N-1.")
+flags.DEFINE_string("out", None, "race: a new directory for runs.csv, summary.json and "
+                    "best_so_far.png.")
+
+
 def _usage():
     return (f"usage: tfnas {{{'|'.join(COMMANDS)}}} [flags]; see `tfnas --helpfull` and "
             "the README.")
@@ -102,6 +112,8 @@ def main(argv):
             raise UsageError(_usage() if len(argv) < 3 else
                              f"unexpected arguments {argv[2:]}; {_usage()}")
         _quiet_tensorflow(FLAGS.tf_logs)
+        if command == "race":
+            return _race()
         return _main(command)
     except TfnasError as err:
         reason = _rejoin_reason(err)
@@ -294,6 +306,29 @@ def _read_summaries(paths):
                 "it was edited or damaged. Run the run again, or leave it out of --runs.") \
                 from None
     return rows
+
+
+def _race():
+    """`tfnas race`: oracles raced over an accuracy table (`tfnas.race`)."""
+    from tfnas import race  # pylint: disable=import-outside-toplevel
+
+    if FLAGS.trials < 1 or FLAGS.seeds < 1:
+        raise UsageError(f"--trials and --seeds are at least 1, got {FLAGS.trials} and "
+                         f"{FLAGS.seeds}.")
+    unknown = sorted(set(FLAGS.oracles) - set(race.ORACLES))
+    if unknown or not FLAGS.oracles:
+        raise UsageError(f"--oracles takes some of {list(race.ORACLES)}, got {FLAGS.oracles}.")
+    if FLAGS.out and os.path.exists(FLAGS.out):
+        raise UsageError(f"--out {FLAGS.out} exists; name a new directory (nothing there is "
+                         "overwritten).")
+    try:
+        race.race(FLAGS.table or race.TINY_TABLE, FLAGS.oracles, FLAGS.trials, FLAGS.seeds,
+                  FLAGS.out)
+    except race.TableError as err:
+        raise UsageError(str(err)) from None
+    if FLAGS.out:
+        print(f"runs.csv, summary.json and best_so_far.png are in {FLAGS.out}")
+    return 0
 
 
 def _main(command):

@@ -1,0 +1,65 @@
+"""An accuracy table of a whole (small) space for `tfnas race`: every architecture trained
+the same way, from scratch, by a recipe's `train` section on its data.
+
+Writes a CSV with one column per keras-tuner decision of the space (the values a trial of
+the `tuner` method holds) and `accuracy` (the test accuracy after training); also
+`parameters` and `seconds`. The shipped `tfnas/data/grunas_tiny_table.csv` is
+
+    python benchmarks/accuracy_table.py --config configs/quickstart.json \\
+        --set 'space.config.widths=[[12,24],[24,24],[24,48],[48,48]]' \\
+        --set 'space.config.candidates=[1,2,4]' --set train.epochs=3 \\
+        --set train.inherit=false --set data.limit=1200 --set data.batch_size=64 \\
+        --out tfnas/data/grunas_tiny_table.csv      # 81 networks
+"""
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from tfnas import pipeline  # noqa: E402
+from tfnas.architecture import from_choices  # noqa: E402
+from tfnas.config import load_config  # noqa: E402
+from tfnas.costs import count_parameters  # noqa: E402
+from tfnas.methods.candidates import sample_architectures  # noqa: E402
+from tfnas.run_dir import RunDirectory  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--limit", type=int, default=10_000,
+                        help="at most this many architectures (all, when the space is smaller)")
+    args = parser.parse_args()
+    config = load_config(args.config, [*args.set, "export.formats=[]"])
+    prepared = pipeline.prepare(config)
+    drawn = sample_architectures(prepared.space, args.limit, config["seed"], with_values=True)
+    columns = list(drawn[0][1])
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="tfnas-table-") as scratch, \
+            open(args.out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*columns, "accuracy", "parameters", "seconds"])
+        for index, (choices, values) in enumerate(drawn):
+            began = time.time()
+            keras.utils.set_random_seed(config["seed"])
+            arch = from_choices(prepared.space, choices)
+            run = RunDirectory(os.path.join(scratch, str(index)))
+            model, summary = pipeline.train(config, run, arch, verbose=0, prepared=prepared)
+            writer.writerow([*[values[c] for c in columns], f"{summary['test_accuracy']:.6f}",
+                             count_parameters(model), f"{time.time() - began:.1f}"])
+            f.flush()
+            keras.backend.clear_session(free_memory=False)
+            print(f"{index + 1}/{len(drawn)} {choices} {summary['test_accuracy']:.4f} "
+                  f"({time.time() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
