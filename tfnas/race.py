@@ -108,8 +108,13 @@ def race_one(decisions, rows, oracle, directory):
                 raise kt.errors.FailedTrialError(f"the table has no row for {key}")
             return {"accuracy": rows[key]}
 
+    def declare(hp):  # the whole space is known before the first trial
+        for c in columns:
+            hp.Choice(c, decisions[c])
+
     start = time.perf_counter()
-    tuner = Lookup(oracle=oracle, directory=directory, project_name="race", overwrite=True)
+    tuner = Lookup(oracle=oracle, hypermodel=declare, directory=directory, project_name="race",
+                   overwrite=True)
     tuner.search(verbose=0)
     ordered = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
     return ([t.score if t.score is not None else math.nan for t in ordered],
