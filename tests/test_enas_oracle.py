@@ -34,10 +34,11 @@ def _space(hp):
         hp.Choice("pool_size", [2, 3])
 
 
-def _tuner(tmp_path, reward, name="t", overwrite=True, build=_space, **oracle):
+def _tuner(tmp_path, reward, name="t", overwrite=True, build=_space, oracle_class=EnasOracle,
+           **oracle):
     oracle.setdefault("objective", MAX)
     oracle.setdefault("seed", 7)
-    return LookupTuner(reward, oracle=EnasOracle(**oracle), hypermodel=build,
+    return LookupTuner(reward, oracle=oracle_class(**oracle), hypermodel=build,
                        directory=str(tmp_path), project_name=name, overwrite=overwrite)
 
 

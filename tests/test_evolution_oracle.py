@@ -5,7 +5,8 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from test_enas_oracle import MAX, LookupTuner, _space
+from test_enas_oracle import MAX, LookupTuner
+from test_enas_oracle import _tuner as enas_tuner
 from tfnas.tuners import EvolutionOracle
 from tfnas.tuners.warm_start import warm_started
 
@@ -17,11 +18,8 @@ def _edges(hp):
         hp.Choice(f"edge_{i}", [0, 1, 2, 3, 4])
 
 
-def _tuner(tmp_path, reward, name="t", overwrite=True, build=_space, **oracle):
-    oracle.setdefault("objective", MAX)
-    oracle.setdefault("seed", 7)
-    return LookupTuner(reward, oracle=EvolutionOracle(**oracle), hypermodel=build,
-                       directory=str(tmp_path), project_name=name, overwrite=overwrite)
+def _tuner(tmp_path, reward, **settings):
+    return enas_tuner(tmp_path, reward, oracle_class=EvolutionOracle, **settings)
 
 
 def _table(seed):

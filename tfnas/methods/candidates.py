@@ -9,6 +9,16 @@ import numpy as np
 
 from tfnas import proxies
 
+# JSON Schema of a proxy setting: a name of `tfnas.proxies`, or a list of them (their vote).
+PROXY_SCHEMA = {"anyOf": [{"enum": list(proxies.PROXIES)},
+                          {"type": "array", "minItems": 1,
+                           "items": {"enum": list(proxies.PROXIES)}}]}
+
+
+def proxy_names(setting):
+    """The proxies of a setting (`PROXY_SCHEMA`) as a list."""
+    return [setting] if isinstance(setting, str) else list(setting)
+
 
 class _Draw:
     """A keras-tuner `HyperParameters` stand-in for `SearchSpace.hyperparameters`: each

@@ -27,6 +27,8 @@ from tfnas.costs import LatencyCost, count_parameters
 from tfnas.errors import ConfigError
 from tfnas.macs import count_macs
 from tfnas.methods.base import SearchMethod, prefixed, register_method
+from tfnas.methods.candidates import (PROXY_SCHEMA, proxy_names, sample_architectures,
+                                      score_architectures)
 from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
@@ -44,17 +46,12 @@ def _random(hypermodel, objective, seed, directory, project_name, overwrite,
             max_consecutive_failed_trials, initial_values=(), max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    if initial_values:
-        oracle = warm_started(kt.oracles.RandomSearchOracle)(
-            objective=objective, max_trials=max_trials, seed=seed,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-            initial_values=initial_values)
-        return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                        project_name=project_name, overwrite=overwrite)
-    return kt.RandomSearch(hypermodel=hypermodel, objective=objective, seed=seed,
-                           directory=directory, project_name=project_name, overwrite=overwrite,
-                           max_consecutive_failed_trials=max_consecutive_failed_trials,
-                           max_trials=max_trials)
+    oracle = warm_started(kt.oracles.RandomSearchOracle)(
+        objective=objective, max_trials=max_trials, seed=seed,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        initial_values=initial_values)
+    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                    project_name=project_name, overwrite=overwrite)
 
 
 def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
@@ -62,7 +59,8 @@ def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
                hyperband_iterations=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    _no_warm_start("hyperband", initial_values)
+    if initial_values:
+        raise _warm_start_refused("hyperband")
     return kt.Hyperband(hypermodel=hypermodel, objective=objective, seed=seed,
                         directory=directory, project_name=project_name, overwrite=overwrite,
                         max_consecutive_failed_trials=max_consecutive_failed_trials,
@@ -75,19 +73,13 @@ def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
               num_initial_points=None, alpha=1e-4, beta=2.6):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-    if initial_values:
-        oracle = warm_started(kt.oracles.BayesianOptimizationOracle)(
-            objective=objective, max_trials=max_trials, seed=seed,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-            num_initial_points=num_initial_points, alpha=alpha, beta=beta,
-            initial_values=initial_values)
-        return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                        project_name=project_name, overwrite=overwrite)
-    return kt.BayesianOptimization(
-        hypermodel=hypermodel, objective=objective, seed=seed, directory=directory,
-        project_name=project_name, overwrite=overwrite,
-        max_consecutive_failed_trials=max_consecutive_failed_trials, max_trials=max_trials,
-        num_initial_points=num_initial_points, alpha=alpha, beta=beta)
+    oracle = warm_started(kt.oracles.BayesianOptimizationOracle)(
+        objective=objective, max_trials=max_trials, seed=seed,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        num_initial_points=num_initial_points, alpha=alpha, beta=beta,
+        initial_values=initial_values)
+    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                    project_name=project_name, overwrite=overwrite)
 
 
 _UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's default
@@ -95,11 +87,10 @@ _UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's 
 WARM_STARTED = ("random", "evolution", "bayesian")
 
 
-def _no_warm_start(name, initial_values):
-    if initial_values:
-        raise ConfigError(f"search.warm_start: the {name!r} tuner cannot start from given "
-                          f"architectures; use one of {list(WARM_STARTED)}, or remove "
-                          "search.warm_start.")
+def _warm_start_refused(name):
+    return ConfigError(f"search.warm_start: the {name!r} tuner cannot start from given "
+                       f"architectures; use one of {list(WARM_STARTED)}, or remove "
+                       "search.warm_start.")
 
 
 def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
@@ -112,7 +103,8 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
 
     from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
 
-    _no_warm_start("enas", initial_values)
+    if initial_values:
+        raise _warm_start_refused("enas")
     given = dict(lstm_units=lstm_units, tanh_constant=tanh_constant,
                  op_tanh_reduce=op_tanh_reduce, input_decisions=input_decisions,
                  temperature=temperature, entropy_weight=entropy_weight,
@@ -133,11 +125,11 @@ def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
 
     from tfnas.tuners import EvolutionOracle  # pylint: disable=import-outside-toplevel
 
-    oracle = warm_started(EvolutionOracle)(initial_values=initial_values,
-                                           objective=objective, max_trials=max_trials, seed=seed,
-                             max_consecutive_failed_trials=max_consecutive_failed_trials,
-                             population_size=population_size, sample_size=sample_size,
-                             max_draws=max_draws)
+    oracle = warm_started(EvolutionOracle)(
+        objective=objective, max_trials=max_trials, seed=seed,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        population_size=population_size, sample_size=sample_size, max_draws=max_draws,
+        initial_values=initial_values)
     return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
                     project_name=project_name, overwrite=overwrite)
 
@@ -216,10 +208,8 @@ class TunerSearch(SearchMethod):
         "optimizer": schema.OPEN,
         "warm_start": {"anyOf": [{"type": "null"}, {
             "type": "object", "additionalProperties": False, "properties": {
-                "proxy": {"anyOf": [{"enum": list(proxies.PROXIES)},
-                                    {"type": "array", "minItems": 1,
-                                     "items": {"enum": list(proxies.PROXIES)}}]},
-                "candidates": schema.integer(1), "trials": schema.integer(1)}}]},
+                "proxy": PROXY_SCHEMA, "candidates": schema.integer(1),
+                "trials": schema.integer(1)}}]},
     }
     hints = {"trial_epochs": "each trial trains the derived model at least one epoch",
              "warm_start": 'null or {"proxy", "candidates", "trials"}; the proxies are '
@@ -234,7 +224,7 @@ class TunerSearch(SearchMethod):
                  **dict.fromkeys(TUNER_SETTINGS))
         name, _ = TUNERS.split(section["tuner"])
         if section["warm_start"] is not None and name not in WARM_STARTED:
-            _no_warm_start(name, [{}])
+            raise _warm_start_refused(name)
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
@@ -333,12 +323,8 @@ class TunerSearch(SearchMethod):
         seed, the same ranking) and skips the trials already run."""
         if self.section["warm_start"] is None:
             return ()
-        from tfnas.methods.candidates import (  # pylint: disable=import-outside-toplevel
-            sample_architectures, score_architectures)
-
         settings = {**self.WARM_START, **self.section["warm_start"]}
-        names = [settings["proxy"]] if isinstance(settings["proxy"], str) else \
-            list(settings["proxy"])
+        names = proxy_names(settings["proxy"])
         start = time.time()
         drawn = sample_architectures(self.space, settings["candidates"], self.config["seed"],
                                      with_values=True)

@@ -20,7 +20,8 @@ from tfnas.architecture import from_choices
 from tfnas.costs import LatencyCost
 from tfnas.errors import ConfigError
 from tfnas.methods.base import SearchMethod, register_method
-from tfnas.methods.candidates import sample_architectures, score_architectures
+from tfnas.methods.candidates import (PROXY_SCHEMA, proxy_names, sample_architectures,
+                                      score_architectures)
 from tfnas.methods.tuner import (COST_LIMITS, COST_LIMITS_SCHEMA, TunerSearch,
                                  check_cost_limits)
 
@@ -37,9 +38,7 @@ class ZeroCostSearch(SearchMethod):
                         "latency_table": None},
     }
     schema = {
-        "proxy": {"anyOf": [{"enum": list(proxies.PROXIES)},
-                            {"type": "array", "minItems": 1,
-                             "items": {"enum": list(proxies.PROXIES)}}]},
+        "proxy": PROXY_SCHEMA,
         "candidates": schema.integer(1),
         "constraints": schema.obj(COST_LIMITS_SCHEMA),
     }
@@ -59,8 +58,7 @@ class ZeroCostSearch(SearchMethod):
     excess = TunerSearch.excess
 
     def proxies(self):
-        proxy = self.section["proxy"]
-        return [proxy] if isinstance(proxy, str) else list(proxy)
+        return proxy_names(self.section["proxy"])
 
     def search(self, run, verbose=2):
         start, names = time.time(), self.proxies()

@@ -97,9 +97,9 @@ class EnasOracle(ResumableOracle):
                  entropy_weight=1e-4, baseline_decay=0.99, learning_rate=0.0035,
                  samples_per_update=10, failed_reward=None, resample_seen=20,
                  chief_timeout=600):
-        super().__init__(chief_timeout=chief_timeout, objective=objective, max_trials=max_trials, seed=seed,
-                         hyperparameters=hyperparameters, allow_new_entries=allow_new_entries,
-                         tune_new_entries=tune_new_entries,
+        super().__init__(chief_timeout=chief_timeout, objective=objective,
+                         max_trials=max_trials, seed=seed, hyperparameters=hyperparameters,
+                         allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries,
                          max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials)
         if samples_per_update < 1:
