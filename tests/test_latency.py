@@ -15,9 +15,14 @@ from tfnas.search_model import SearchModel
 from tfnas.spaces import get_space
 
 
+# Two blocks of TINY_SPACE's three candidates: 9 entries, each a TFLite model timed.
+SPACE = {"widths": [[12, 24], [24, 48]], "candidates": TINY_SPACE["candidates"]}
+CHOICES = {"unit_1": 4, "unit_2": 2}
+
+
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    space = get_space("grunas", TINY_SPACE)
+    space = get_space("grunas", SPACE)
     scratch = tmp_path_factory.mktemp("tmp")
     saved, tempfile.tempdir = tempfile.tempdir, str(scratch)
     try:
@@ -48,7 +53,7 @@ def test_expected_latency_is_differentiable_and_matches_predictions(table):
     space, t = table
     supernet = space.build_supernet("softmax")
     cost = LatencyCost.from_table(t, space, supernet)
-    choices = {"unit_1": 4, "unit_2": 1, "unit_3": 2, "unit_4": 4}
+    choices = CHOICES
     one_hot = {b: tf.one_hot(space.candidates(b).index(c), 3) for b, c in choices.items()}
     assert float(cost(one_hot)) == pytest.approx(predict(t, space, choices), rel=1e-5)
     model = SearchModel(supernet, cost=cost, penalty=ProductPenalty(1.0, reference=0.1))
@@ -62,7 +67,7 @@ def test_expected_latency_is_differentiable_and_matches_predictions(table):
 
 def test_calibration_fits_one_scale_on_whole_networks(table):
     space, t = table
-    choices = {"unit_1": 4, "unit_2": 1, "unit_3": 2, "unit_4": 4}
+    choices = CHOICES
     raw = predict(t, space, choices)
     calibrated = calibrate_table(dict(t), space, num_networks=2, seed=3)
     assert calibrated["calibration"]["num_networks"] == 2
@@ -74,7 +79,7 @@ def test_calibration_fits_one_scale_on_whole_networks(table):
 
 def test_missing_signature_and_malformed_tables_are_clear_errors(table, tmp_path):
     space, t = table
-    wider = get_space("grunas", {**TINY_SPACE, "candidates": [1, 2, 3]})
+    wider = get_space("grunas", {**SPACE, "candidates": [1, 2, 3]})
     with pytest.raises(LatencyTableError, match="no entry for op .*groups:3"):
         LatencyCost.from_table(t, wider)
     with pytest.raises(LatencyTableError, match="Not a tfnas latency table"):
