@@ -20,7 +20,8 @@ MODULES = ["tfnas.layers.grouped_conv", "tfnas.layers.channel_shuffle",
            "tfnas.compaction.group_lasso", "tfnas.compaction.training",
            "tfnas.compaction.morphnet", "tfnas.compaction.variational_dropout",
            "tfnas.proxies", "tfnas.tuners.decisions", "tfnas.tuners.evolution",
-           "tfnas.tuners.warm_start", "tfnas.methods.candidates", "tfnas.race"]
+           "tfnas.tuners.warm_start", "tfnas.methods.candidates", "tfnas.race",
+           "tfnas.perturbation"]
 
 
 @pytest.mark.parametrize("name", MODULES)

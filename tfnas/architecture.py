@@ -168,15 +168,17 @@ class Architecture:
         return f"Architecture(space={self.space!r}, choices={self.choice_list()})"
 
 
-def derive(supernet, space, metadata=None, cost=None, limits=None):
+def derive(supernet, space, metadata=None, cost=None, limits=None, scores=None):
     """The architecture `space.derive` makes of the probabilities of `supernet`'s blocks
-    (within `limits` of `cost`, if given)."""
+    (within `limits` of `cost`, if given), or of other `scores` of the blocks' candidates
+    (perturbation-based selection); the document records the probabilities."""
     from tfnas.layers.mixed_op import distributions  # pylint: disable=import-outside-toplevel
 
     probabilities = {b: [round(float(p), 6) for p in probs]
                      for b, (_, probs) in distributions(supernet).items()}
-    return from_choices(space, space.derive(probabilities, cost=cost, limits=limits),
-                        probabilities, metadata)
+    choices = space.derive(probabilities if scores is None else scores, cost=cost,
+                           limits=limits)
+    return from_choices(space, choices, probabilities, metadata)
 
 
 def from_choices(space, choices, probabilities=None, metadata=None):

@@ -294,13 +294,15 @@ class SearchModel(keras.Model):
         """The callbacks of the mixing rules' schedules (the Gumbel temperature)."""
         return [cb for rule in self.mixing_rules for cb in rule.schedule_callbacks(start_epoch)]
 
-    def derive_architecture(self, space, metadata=None, limits=None):
-        """The architecture document the space derives from the current probabilities;
-        with `limits=(low, high)`, the most probable one whose cost lies within them."""
+    def derive_architecture(self, space, metadata=None, limits=None, scores=None):
+        """The architecture document the space derives from the current probabilities (or
+        from `scores` of the candidates, `tfnas.perturbation.select`); with
+        `limits=(low, high)`, the most probable one whose cost lies within them."""
         from tfnas.architecture import derive  # pylint: disable=import-outside-toplevel
 
         return derive(self.supernet, space, metadata,
-                      cost=self.cost if limits is not None else None, limits=limits)
+                      cost=self.cost if limits is not None else None, limits=limits,
+                      scores=scores)
 
     def derived_cost(self, space, choices=None):
         """The cost of architecture `choices` of `space`, by default of the one `space`

@@ -11,7 +11,7 @@ import os
 import keras
 
 from tfnas import data as data_lib
-from tfnas import penalties, schema
+from tfnas import penalties, perturbation, schema
 from tfnas.architecture import Architecture
 from tfnas.backup import TrainingBackup
 from tfnas.callbacks import ArchitectureLogger, ConvergenceStop
@@ -51,6 +51,11 @@ class DifferentiableSearch(SupernetMethod):
         "optimizer": {"name": "sgd", "learning_rate": 0.08, "momentum": 0.95,
                       "weight_decay": 1e-4, "schedule": "cosine"},
         "arch_optimizer": {"name": "adam", "learning_rate": 0.01, "weight_decay": 5e-4},
+        # how the architecture is read off the searched supernet: "argmax" (the most
+        # probable candidates) or "perturbation" (tfnas.perturbation: keep the candidate
+        # whose removal lowers `measure` most; "accuracy" on `batches` validation batches
+        # is DARTS-PT, a zero-cost proxy on one training batch is Zero-Cost-PT)
+        "selection": {"type": "argmax", "measure": "accuracy", "batches": 4},
     }
     open_keys = ("mixing", "penalty", "cost", "optimizer", "arch_optimizer")
     schema = {
@@ -68,6 +73,10 @@ class DifferentiableSearch(SupernetMethod):
         "rematerialize": schema.BOOLEAN,
         "optimizer": schema.OPEN,
         "arch_optimizer": schema.OPEN,
+        "selection": schema.obj({
+            "type": {"enum": ["argmax", "perturbation"]},
+            "measure": {"enum": list(perturbation.MEASURES)},
+            "batches": schema.integer(1)}),
     }
     hints = {"epochs": "a search needs at least one epoch",
              "temperature": "The temperature belongs to the mixing rule now: "
@@ -164,18 +173,42 @@ class DifferentiableSearch(SupernetMethod):
         model.fit(data_lib.epochs(epoch_batches, initial_epoch, max(last, initial_epoch + 1)),
                   warmup_epochs=s["warmup_epochs"], epochs=last, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+        scores, selection = self.perturbation_scores(model.supernet, verbose)
         arch = model.derive_architecture(
-            self.space, limits=model.penalty.derivation_limits(), metadata={
+            self.space, limits=model.penalty.derivation_limits(), scores=scores, metadata={
                 "method": self.name, "search_seconds": round(backup.elapsed(), 1),
                 "dataset": self.config["data"]["dataset"], "epochs": s["epochs"],
                 "penalty": model.penalty.get_config(), "expected_cost": model.expected_cost(),
                 "cost_unit": model.cost.unit,
-                "converged_epoch": stop.stopped_epoch if stop else None})
+                "converged_epoch": stop.stopped_epoch if stop else None,
+                "selection": selection})
         arch.metadata["derived_cost"] = model.derived_cost(self.space, arch.choices)
         model.supernet.save_weights(run.file("checkpoints", "supernet.weights.h5"),
                                     overwrite=True)
         backup.discard()
         return arch, model.supernet
+
+    def perturbation_scores(self, supernet, verbose=2):
+        """`(scores, selection)`: with `selection.type` "perturbation", the candidates' scores
+        by `tfnas.perturbation.select` and what it decided; otherwise `(None, {"type":
+        "argmax"})`, the supernet's probabilities deciding."""
+        settings = self.section["selection"]
+        if settings["type"] == "argmax":
+            return None, {"type": "argmax"}
+        measure_name = settings["measure"]
+        if measure_name == "accuracy":
+            batches = list(self.prepared.batches("val", False).take(settings["batches"]))
+            measure = perturbation.accuracy_measure(supernet, batches)
+        else:
+            images, labels = next(iter(self.prepared.batches("train", True, epoch=0)))
+            measure = perturbation.proxy_measure(supernet, images.numpy(), labels.numpy(),
+                                                 measure_name)
+        print(f"== selection: perturbation by {measure_name}, "
+              f"{len(perturbation.decision_blocks(supernet))} decisions")
+        scores, decisions = perturbation.select(supernet, measure, seed=self.config["seed"],
+                                                log=print if verbose else None)
+        return scores, {"type": "perturbation", "measure": measure_name,
+                        "decisions": decisions}
 
     def load(self, run_path):
         """The supernet of a finished search run, with its weights."""
