@@ -119,3 +119,17 @@ def test_a_saved_state_that_does_not_fit_is_a_one_line_error(tmp_path):
     method = pipeline.prepare(_config("search.trials=2")).method
     with pytest.raises(ConfigError, match="enas_state.npz holds 1 arrays that do not fit"):
         method.search(RunDirectory(str(tmp_path / "run"), resume=True), verbose=0)
+
+
+def test_a_damaged_tuner_file_is_a_one_line_error(tmp_path):
+    # The tuner's own file is written whole, then renamed (ResumableTuner): a SIGKILL in
+    # keras-tuner's in-place write once left it empty, and the resume was a JSON traceback.
+    _, run = _search(tmp_path / "run", "search.trials=2")
+    tuner_file = tmp_path / "run" / "checkpoints" / "enas" / "tuner0.json"
+    assert json.loads(tuner_file.read_text()) is not None
+    assert not [p.name for p in tuner_file.parent.iterdir() if p.name.endswith(".tmp")]
+    tuner_file.write_text("")
+    method = pipeline.prepare(_config("search.trials=3")).method
+    with pytest.raises(ValueError, match="cannot reload the project in .*a state file is "
+                                         "damaged"):
+        method.search(RunDirectory(str(tmp_path / "run"), resume=True), verbose=0)

@@ -65,6 +65,7 @@ class EnasSearch(SupernetMethod):
         import inspect  # pylint: disable=import-outside-toplevel
 
         from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
+        from tfnas.tuners.resumable import ResumableTuner  # pylint: disable=import-outside-toplevel
 
         settings = set(inspect.signature(EnasOracle).parameters) - {
             "objective", "max_trials", "seed", "hyperparameters", "allow_new_entries",
@@ -96,10 +97,11 @@ class EnasSearch(SupernetMethod):
         import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
         from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
+        from tfnas.tuners.resumable import ResumableTuner  # pylint: disable=import-outside-toplevel
 
         method = self
 
-        class SharedWeightsTuner(kt.Tuner):
+        class SharedWeightsTuner(ResumableTuner):
             """Runs each trial's architecture on the shared supernet (not a model per
             trial); the supernet and its optimizer are saved after every trial."""
 

@@ -42,6 +42,14 @@ TUNERS = Registry("keras-tuner tuner")
 
 # Every factory takes the tuner's settings by name (no **kwargs), so that
 # `TUNERS.check` rejects an argument the tuner does not take before a run starts.
+def _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite):
+    """A keras-tuner `Tuner` whose state files are all written whole (ResumableTuner)."""
+    from tfnas.tuners.resumable import ResumableTuner  # pylint: disable=import-outside-toplevel
+
+    return ResumableTuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
+                          project_name=project_name, overwrite=overwrite)
+
+
 def _random(hypermodel, objective, seed, directory, project_name, overwrite,
             max_consecutive_failed_trials, initial_values=(), max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
@@ -50,8 +58,7 @@ def _random(hypermodel, objective, seed, directory, project_name, overwrite,
         objective=objective, max_trials=max_trials, seed=seed,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         initial_values=initial_values)
-    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                    project_name=project_name, overwrite=overwrite)
+    return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 
 
 def _hyperband(hypermodel, objective, seed, directory, project_name, overwrite,
@@ -78,8 +85,7 @@ def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         num_initial_points=num_initial_points, alpha=alpha, beta=beta,
         initial_values=initial_values)
-    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                    project_name=project_name, overwrite=overwrite)
+    return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 
 
 _UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's default
@@ -114,8 +120,7 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
     oracle = EnasOracle(objective=objective, max_trials=max_trials, seed=seed,
                         max_consecutive_failed_trials=max_consecutive_failed_trials,
                         **{k: v for k, v in given.items() if v is not _UNSET})
-    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                    project_name=project_name, overwrite=overwrite)
+    return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 
 
 def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
@@ -130,8 +135,7 @@ def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         population_size=population_size, sample_size=sample_size, max_draws=max_draws,
         initial_values=initial_values)
-    return kt.Tuner(oracle=oracle, hypermodel=hypermodel, directory=directory,
-                    project_name=project_name, overwrite=overwrite)
+    return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 
 
 # keras-tuner reads max_trials 0 (or None) as "no limit": a trial count is at least 1.

@@ -108,6 +108,26 @@ class ResumableOracle(kt.Oracle):
                     "another search space. Use another project_name, or overwrite=True.")
 
 
+class ResumableTuner(kt.Tuner):
+    """A `keras_tuner.Tuner` whose own state file (`tuner0.json`) is written whole, then
+    renamed: keras-tuner writes it in place, and a SIGKILL during that write left an
+    empty file that no resume could read (seen on a killed ENAS search)."""
+
+    def save(self):
+        if not self._is_worker():
+            self.oracle.save()
+        _write_json_atomically(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        try:
+            super().reload()
+        except ValueError as err:  # json.JSONDecodeError: a file cut short
+            raise ValueError(
+                f"{type(self).__name__}: cannot reload the project in {self.project_dir}: "
+                f"a state file is damaged ({type(err).__name__}: {err}). Restore it, use "
+                "another project_name, or overwrite=True.") from None
+
+
 def _write_json_atomically(path, state):
     """Local files are written whole, then renamed; remote ones (gs://...) by tf.io.gfile."""
     if "://" in str(path):
