@@ -58,3 +58,21 @@ def test_bad_zero_cost_settings_are_one_line_errors(tmp_path):
                                   "search.constraints.max_parameters=10"])
     with pytest.raises(ConfigError, match="None of the 2 architectures meets the constraints"):
         pipeline.search(config, RunDirectory(str(tmp_path / "zc")), verbose=0)
+
+
+def test_zero_cost_pt_makes_its_candidates_by_perturbing_the_untrained_supernet(tmp_path):
+    recipe = os.path.join(ROOT, "configs", "nasbench201_zero_cost_pt.json")
+    config = load_config(recipe, ["data.limit=64", "data.batch_size=16",
+                                  "space.config.filters=4", "search.candidates=2"])
+    arch, searched = pipeline.search(config, RunDirectory(str(tmp_path / "pt")), verbose=0)
+    assert searched is None and arch.metadata["selection"] == "perturbation"
+    with open(os.path.join(tmp_path, "pt", "logs", "candidates.csv"), newline="",
+              encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # Two passes in two orders: one or two distinct cells, the best of them kept.
+    assert 1 <= len(rows) <= 2
+    assert arch.choices == json.loads(max(rows, key=lambda r: float(r["naswot"]))["choices"])
+    with pytest.raises(ConfigError, match="perturbation measures the supernet with one proxy"):
+        load_config(recipe, ['search.proxy=["naswot", "snip"]'])
+    with pytest.raises(ConfigError, match="search.selection"):
+        load_config(recipe, ["search.selection=perturb"])
