@@ -1,5 +1,6 @@
 """A keras-tuner Oracle whose state survives a killed chief: what tfnas's oracles share."""
 
+import contextlib
 import json
 import os
 
@@ -75,13 +76,8 @@ class ResumableOracle(kt.Oracle):
             _write_json_atomically(self._get_oracle_fname(), self.get_state())
 
     def reload(self):
-        try:
+        with _damaged_state_is_an_error(self, self._project_dir):
             super().reload()
-        except ValueError as err:  # json.JSONDecodeError: a file cut short
-            raise ValueError(
-                f"{type(self).__name__}: cannot reload the project in {self._project_dir}: a "
-                f"state file is damaged ({type(err).__name__}: {err}). Restore it, use "
-                "another project_name, or overwrite=True.") from None
         # Names the hypermodel must declare: a reloaded search over another space would
         # hand its trials the old space's values.
         self._saved_names = {hp.name for hp in self.hyperparameters.space}
@@ -119,13 +115,22 @@ class ResumableTuner(kt.Tuner):
         _write_json_atomically(self._get_tuner_fname(), self.get_state())
 
     def reload(self):
-        try:
+        with _damaged_state_is_an_error(self, self.project_dir):
             super().reload()
-        except ValueError as err:  # json.JSONDecodeError: a file cut short
-            raise ValueError(
-                f"{type(self).__name__}: cannot reload the project in {self.project_dir}: "
-                f"a state file is damaged ({type(err).__name__}: {err}). Restore it, use "
-                "another project_name, or overwrite=True.") from None
+
+
+@contextlib.contextmanager
+def _damaged_state_is_an_error(owner, project_dir):
+    """A state file that is not JSON (cut short) becomes one error naming the project. Only
+    the decoding error: the oracle's own refusals (another space) pass through unchanged,
+    and a tuner reloading its oracle does not wrap the oracle's error a second time."""
+    try:
+        yield
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{type(owner).__name__}: cannot reload the project in {project_dir}: a state "
+            f"file is damaged ({type(err).__name__}: {err}). Restore it, use another "
+            "project_name, or overwrite=True.") from None
 
 
 def _write_json_atomically(path, state):
