@@ -157,20 +157,19 @@ def accuracy_measure(supernet, batches):
     batches = [(tf.convert_to_tensor(x), tf.convert_to_tensor(y)) for x, y in batches]
     if not batches:
         raise ValueError("accuracy_measure needs at least one validation batch.")
+    from tfnas.proxies import weights_kept  # pylint: disable=import-outside-toplevel
+
     model = _logits_model(supernet)
     step = tf.function(lambda x: model(x, training=True))
-    moving = [v for v in supernet.non_trainable_variables]
 
     def measure():
-        saved = [v.numpy() for v in moving]
         correct = total = 0
-        for x, y in batches:
-            predicted = tf.argmax(step(x), axis=-1, output_type=tf.int64)
-            correct += int(tf.reduce_sum(tf.cast(predicted == tf.cast(
-                tf.reshape(y, [-1]), tf.int64), tf.int32)))
-            total += int(x.shape[0])
-        for variable, value in zip(moving, saved):
-            variable.assign(value)
+        with weights_kept(supernet):
+            for x, y in batches:
+                predicted = tf.argmax(step(x), axis=-1, output_type=tf.int64)
+                correct += int(tf.reduce_sum(tf.cast(predicted == tf.cast(
+                    tf.reshape(y, [-1]), tf.int64), tf.int32)))
+                total += int(x.shape[0])
         return correct / total
     return measure
 

@@ -80,7 +80,7 @@ def score(model, images, labels=None, proxies=("synflow", "naswot"), from_logits
     if not kernels and any(p not in ("naswot", "params", "flops") for p in proxies):
         raise ValueError(f"Model {model.name!r} has no convolution or dense kernels to score.")
     results = {}
-    with _state_kept(model):
+    with weights_kept(model):
         for name in proxies:
             value = float(_COMPUTE[name](model, kernels, images, labels, from_logits))
             if math.isnan(value):
@@ -145,7 +145,7 @@ def _kernel_layers(model):
 
 
 @contextlib.contextmanager
-def _state_kept(model):
+def weights_kept(model):
     """Puts every weight back as it was (training-mode calls move batch-norm statistics)."""
     saved = [v.numpy() for v in model.variables]
     try:
