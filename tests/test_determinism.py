@@ -1,5 +1,5 @@
-"""`tfnas.determinism`: traced steps repeat bit for bit (the CLI's end-to-end check, two
-full-size quickstart searches, is in tests/test_resume.py)."""
+"""`tfnas.determinism`: traced steps repeat bit for bit (the CLI's end-to-end check, a run
+and its killed-and-resumed twin compared as text, is in tests/test_resume.py)."""
 
 import importlib.util
 import os
