@@ -29,6 +29,7 @@ setup(
         "qat": ["tensorflow-model-optimization>=0.8.1,<0.9", "tf-keras>=2.21,<2.22"],
         "test": ["pytest>=8", "pytest-xdist>=3.5,<4", "tensorflow-model-optimization>=0.8.1,<0.9",
                  "tf-keras>=2.21,<2.22"],
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26"],
     },
     entry_points={"console_scripts": ["tfnas=tfnas.cli:run_main"]},
 )

@@ -144,11 +144,11 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
     trial), `summary.json` and `best_so_far.png` there. A run that never reaches a top
     share counts `trials` trials for its mean and is reported in `missed_top_*`.
 
-    Example:
-
-    >>> summary = race(TINY_TABLE, ["random", "evolution"], trials=20, seeds=2, log=None)
-    >>> sorted(summary["evolution"])[:3]
-    ['best_after_10_mean', 'best_after_10_median', 'best_after_10_std']
+    Examples:
+        >>> summary = race(TINY_TABLE, ["random", "evolution"], trials=20, seeds=2,
+        ...                log=None)
+        >>> sorted(summary["evolution"])[:3]
+        ['best_after_10_mean', 'best_after_10_median', 'best_after_10_std']
     """
     decisions, rows = read_table(table)
     values = list(rows.values())

@@ -276,7 +276,8 @@ class SearchModel(keras.Model):
                 updates start.
             arch_every: with `"step"`, weight steps per architecture step (1:
                 DARTS, NNI; 5: the official ProxylessNAS code).
-            Other arguments go to `keras.Model.fit`.
+
+        Other arguments go to `keras.Model.fit`.
         """
         from tfnas.callbacks import ArchitectureWarmup  # pylint: disable=import-outside-toplevel
         from tfnas.data import search_schedule  # pylint: disable=import-outside-toplevel

@@ -56,10 +56,11 @@ class EnasOracle(ResumableOracle):
     a few hundred trials a larger `learning_rate` (e.g. 0.05) is the useful
     change (see `benchmarks/enas_oracle.py`).
 
+    `objective`, `max_trials`, `seed`, `hyperparameters`, `allow_new_entries`,
+    `tune_new_entries`, `max_retries_per_trial` and `max_consecutive_failed_trials`
+    are `keras_tuner.Oracle`'s.
+
     Args:
-        objective, max_trials, seed, hyperparameters, allow_new_entries,
-        tune_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
-            as `keras_tuner.Oracle`.
         lstm_units: controller LSTM size.
         tanh_constant: `c` of the input decisions' logits `c·tanh(l/T)`; None
             for raw logits.

@@ -40,10 +40,11 @@ class EvolutionOracle(ResumableOracle):
     tried the search stops. The state (population, random generator) is saved with each
     trial's result, so a chief killed at any point resumes to the same sequence.
 
+    `objective`, `max_trials`, `seed`, `hyperparameters`, `allow_new_entries`,
+    `tune_new_entries`, `max_retries_per_trial` and `max_consecutive_failed_trials`
+    are `keras_tuner.Oracle`'s.
+
     Args:
-        objective, max_trials, seed, hyperparameters, allow_new_entries,
-        tune_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
-            as `keras_tuner.Oracle`.
         population_size: members kept; also the number of random trials first.
         sample_size: members drawn for each tournament.
         max_draws: children (then random architectures) drawn to find one not tried.
