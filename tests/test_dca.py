@@ -152,6 +152,41 @@ def test_a_budget_outside_the_spaces_networks_names_the_limit():
     assert float(fixed.bound) == 8e4 and fixed.callbacks(None) == []
 
 
+def test_the_shipped_recipe_derives_within_its_budget_and_an_empty_window_is_refused():
+    from itertools import product
+
+    from tfnas import pipeline
+    from tfnas.budget import reachable_costs
+    from tfnas.config import load_config
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
+                          "nasbench201_dca_cpu.json")
+    prepared = pipeline.prepare(load_config(recipe))
+    space, penalty = prepared.space, prepared.method.penalty
+    cost = ParameterCost.from_space(space)
+    low, high = penalty.derivation_limits()
+    assert (low, high) == (0.98 * penalty.budget, penalty.budget)
+    # Every cell's cost, enumerated (5^6), is what the dynamic program reaches.
+    ops = space.candidates("n1_in0")
+    every = {cost.of_choices(space.effective_choices(dict(zip(space.blocks(), cell))))
+             for cell in product(ops, repeat=6)}
+    assert reachable_costs(space.cost_groups(cost), fixed=cost.fixed) == sorted(every)
+    # Whatever the supernet's probabilities, the derived cell lies in the window: the
+    # budget holds on every seed without a sweep.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        probabilities = {b: list(rng.dirichlet(np.ones(5) * 0.3)) for b in space.blocks()}
+        choices = space.derive(probabilities, cost=cost, limits=(low, high))
+        assert low <= cost.of_choices(space.effective_choices(choices)) <= high
+    # At 40,000 parameters no cell of this space costs within 2 %: refused before the run.
+    with pytest.raises(ConfigError, match=(
+            r"^search.penalty: no architecture of the nasbench201 space costs within the "
+            r"tolerance, 39,200 to 40,000 parameters \(budget 40,000, tolerance 0.02\); the "
+            r"nearest costs are 38,226 below and 43,154 above. Set the budget to a cost the "
+            r"space has, or widen the tolerance.$")):
+        pipeline.prepare(load_config(recipe, ["search.penalty.budget=40000"]))
+
+
 def test_budget_graph_sweeps_bounds_inverts_the_curve_and_resumes(tmp_path, cli):
     recipe = os.path.join(os.path.dirname(__file__), "..", "configs",
                           "nasbench201_dca_cpu.json")

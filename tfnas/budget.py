@@ -18,6 +18,31 @@ class BudgetError(ValueError):
     """No architecture of the space costs at most the upper limit."""
 
 
+def reachable_costs(groups, fixed=0.0, bins=4000):
+    """The distinct total costs of one alternative from each group, ascending.
+
+    Args:
+        groups: a list of groups, each a list of the alternatives' costs.
+        fixed: the cost every architecture has.
+        bins: resolution of the cost axis: sums closer than the dearest total over
+            `bins` count once (each kept with its exact cost).
+
+    Example:
+
+    >>> reachable_costs([[0.0, 5.0], [1.0, 3.0]], fixed=10.0)
+    [11.0, 13.0, 16.0, 18.0]
+    """
+    resolution = max(sum(max(g) for g in groups), 1e-12) / bins
+    reached = {0: 0.0}
+    for group in groups:
+        step = {}
+        for total in reached.values():
+            for cost in set(group):
+                step.setdefault(int(round((total + cost) / resolution)), total + cost)
+        reached = step
+    return sorted(fixed + total for total in reached.values())
+
+
 def most_probable_within(groups, limits, fixed=0.0, bins=4000):
     """Indices of the chosen alternatives, one per group, and their exact total cost.
 

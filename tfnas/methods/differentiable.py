@@ -11,7 +11,7 @@ import os
 import keras
 
 from tfnas import data as data_lib
-from tfnas import penalties, perturbation, schema
+from tfnas import budget, penalties, perturbation, schema
 from tfnas.architecture import Architecture
 from tfnas.backup import TrainingBackup
 from tfnas.callbacks import ArchitectureLogger, ConvergenceStop
@@ -117,7 +117,27 @@ class DifferentiableSearch(SupernetMethod):
         cost = self._cost or prefixed("search.cost", COSTS.get, self.section["cost"],
                                       space=self.space, supernet=supernet)
         prefixed("search.penalty", penalty.check_cost, cost, *self.space.cost_range(cost))
+        limits = penalty.derivation_limits()
+        if limits is not None:
+            self._check_derivable(cost, limits, penalty.tolerance)
         return cost
+
+    def _check_derivable(self, cost, limits, tolerance):
+        """A tolerance window that no architecture's cost falls in cannot be met (the
+        derivation would fall back to the nearest cost under it): an input error that names
+        the nearest costs there are."""
+        costs = budget.reachable_costs(self.space.cost_groups(cost), fixed=cost.fixed)
+        low, high = limits
+        if any(low <= c <= high for c in costs):
+            return
+        below = [f"{c:,.0f} below" for c in costs if c < low][-1:]
+        above = [f"{c:,.0f} above" for c in costs if c > high][:1]
+        nearest = " and ".join(below + above)
+        raise ConfigError(
+            f"search.penalty: no architecture of the {self.space.name} space costs within the "
+            f"tolerance, {low:,.0f} to {high:,.0f} {cost.unit} (budget {high:,.0f}, tolerance "
+            f"{tolerance:g}); the nearest costs are {nearest}. Set the budget to a cost the "
+            "space has, or widen the tolerance.")
 
     def mixing_rule(self):
         return mixing_rules.get(self.section["mixing"], seed=self.config["seed"])

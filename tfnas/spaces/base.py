@@ -237,11 +237,16 @@ class SearchSpace:
         """`(cheapest, dearest)`: the costs of the cheapest and the dearest architectures
         `derive` can give (a DARTS node keeps two edges, so its cheapest is not every edge
         none)."""
-        uniform = {b: [1.0] * len(self.candidates(b)) for b in self.blocks()}
-        groups = [[cost.of_blocks(self.effective_choices(part)) for _, part in group]
-                  for group in self.derivation_groups(uniform)]
+        groups = self.cost_groups(cost)
         return (cost.fixed + sum(min(g) for g in groups),
                 cost.fixed + sum(max(g) for g in groups))
+
+    def cost_groups(self, cost):
+        """The costs of every derivation group's alternatives (`derivation_groups`), without
+        the fixed part: a derived architecture costs `cost.fixed` plus one of each."""
+        uniform = {b: [1.0] * len(self.candidates(b)) for b in self.blocks()}
+        return [[cost.of_blocks(self.effective_choices(part)) for _, part in group]
+                for group in self.derivation_groups(uniform)]
 
     def derivation_groups(self, probabilities):
         """The independent parts of a derivation: a list of groups, each a list of
