@@ -8,7 +8,7 @@ variant runs in its own process: it builds the search model, runs one step
 to trace it, then times `--steps` more (median) and reports the process's
 peak resident memory (`ru_maxrss`, what NNI's figure is; also as it stood when
 the first steps, which trace, ended) and the TensorFlow CPU allocator's peak
-in the timed steps. NNI's figures (REFERENCE §7: 32.3 s, 9.4 GB peak RSS,
+in the timed steps. NNI's figures (32.3 s, 9.4 GB peak RSS,
 measured by peers on a 2-core machine like CI, PyTorch 2.13 CPU) cannot be
 rerun here (no PyTorch), so the ratios to them compare runs on two machines
 of one class, not side by side.

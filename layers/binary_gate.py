@@ -2,7 +2,7 @@
 
 Cai, Zhu and Han, "ProxylessNAS: Direct neural architecture search on target
 task and hardware", ICLR 2019; the official code's modes `full_v2` (one path,
-the default here) and `two` (see REFERENCE.md §2).
+the default here) and `two` (as ProxylessNAS's code names them).
 
 Weight steps run only the sampled candidate (`run_candidate`, a graph-level
 `Case`): the other candidates are not computed, and no activation of theirs is

@@ -1,4 +1,4 @@
-"""DCA-NAS's lookup graph (seed 004, §3.3): which bound K' to search with for a budget K.
+"""DCA-NAS's lookup graph (Dutta et al., §3.3): which bound K' to search with for a budget K.
 
 A search constrained to an expected cost K' derives a network whose size is
 not K': the discrete network differs from the softmax mixture. The paper

@@ -29,7 +29,8 @@ class ArchitectureLogger(keras.callbacks.Callback):
     (appended to, so a resumed run continues it); TensorBoard scalars go to
     `log_dir/tensorboard` as `architecture/<block>/<choice>`; the figure
     `log_dir/architecture.png` draws one panel per block (softmax of the
-    logits per candidate over epochs, as Fig. 3 of seed 001), and
+    logits per candidate over epochs, as Fig. 3 of *Search Space Adaptation for
+    Differentiable NAS*), and
     `architecture_blocks.png` only the `plot_blocks` when they are given. At
     the end of training `architecture_final.png` shows the final distribution
     of every block with the chosen candidate marked.

@@ -185,7 +185,8 @@ class LinearAddPenalty(Penalty):
 
 @PENALTIES.register("lagrangian")
 class LagrangianPenalty(Penalty):
-    """DCA-NAS (seed 004, eq. 4): loss = CE + lambda * (cost - bound) / budget.
+    """DCA-NAS (Dutta et al., *Search-time Efficient Device Constraints-Aware Neural
+    Architecture Search*, eq. 4): loss = CE + lambda * (cost - bound) / budget.
 
     The multiplier lambda >= 0 lives in a `keras.Variable` (traced once, logged
     as `lagrange_multiplier`, saved and resumed with the search) and ascends on

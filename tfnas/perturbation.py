@@ -3,7 +3,7 @@ cannot do without.
 
 Reading an architecture off the largest logit (DARTS's argmax) trusts α, and α is what
 collapses to parameter-free cells. Perturbation-based selection asks the supernet
-instead (REFERENCE §9). Visiting the decisions in a random order, for each candidate in
+instead (Xiang et al., AAAI 2023). Visiting the decisions in a random order, for each candidate in
 turn it switches that candidate off and measures the supernet. It keeps the candidate
 whose removal lowers the measure most, and fixes it before moving to the next
 decision.

@@ -1,5 +1,5 @@
 """Compaction from a baseline: channel groups, channel surgery, and the algorithms that
-choose what to keep (seed 002)."""
+choose what to keep (Shafiee et al., 2020)."""
 
 from tfnas.compaction.channel_groups import (ChannelGraphError, ChannelGroup, channel_graph,
                                              channel_groups)

@@ -1,4 +1,5 @@
-"""Generative synthesis (Wong et al., 2018; seed 002 §2.4) as a generator-inquisitor loop.
+"""Generative synthesis (Wong et al., 2018; as compared in Shafiee et al., 2020) as a
+generator-inquisitor loop.
 
 DarwinAI's algorithm is not public. The seed describes a generator that
 synthesizes progressively more compact networks under the constraints and an

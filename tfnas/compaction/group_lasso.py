@@ -1,4 +1,5 @@
-"""Group lasso over filters (Wen et al., 2016; seed 002 §2.1), as a compaction algorithm."""
+"""Group lasso over filters (Wen et al., 2016; as compared in Shafiee et al., 2020), as a
+compaction algorithm."""
 
 import numpy as np
 from keras import ops

@@ -1,8 +1,9 @@
-"""MorphNet (Gordon et al., 2018; seed 002 §2.3): a FLOP regularizer on batch-norm scales,
-then shrink and uniform expansion to the target.
+"""MorphNet (Gordon et al., 2018; as compared in Shafiee et al., *State of compact
+architecture search*, 2020): a FLOP regularizer on batch-norm scales, then shrink and
+uniform expansion to the target.
 
-The regularizer is the morph-net code's `GammaFlopsRegularizer` (REFERENCE
-§5): for every convolution, coeff = 2 H_out W_out k_h k_w and
+The regularizer is the morph-net code's `GammaFlopsRegularizer`: for every
+convolution, coeff = 2 H_out W_out k_h k_w and
 R = coeff (alive_in sum|gamma_out| + alive_out sum|gamma_in|) (a depthwise
 convolution: coeff (sum|gamma_in| + sum|gamma_out|)), a channel alive when its
 |gamma| exceeds the threshold; dense layers count as 1x1 convolutions. A
@@ -146,7 +147,7 @@ class MorphNetCompaction(CompactionAlgorithm):
     """`search.algorithm: "morphnet"`: `rounds` times, train with the FLOP regularizer for
     `epochs`, shrink to the alive channels and expand uniformly to the target (a group
     may grow past its width, up to the space's `max_multiplier`). `strength` null is
-    1 / the network's FLOPs at the round's start (REFERENCE §5); the threshold is the
+    1 / the network's FLOPs at the round's start (the morph-net code); the threshold is the
     morph-net README's `gamma_threshold`."""
 
     name = "morphnet"

@@ -1,5 +1,5 @@
-"""Sparse variational dropout (Molchanov et al., 2017; seed 002 §2.2), with filters dropped
-by sparsity.
+"""Sparse variational dropout (Molchanov et al., 2017; as compared in Shafiee et al.,
+2020), with filters dropped by sparsity.
 
 Every weight w of the baseline's resizable convolutions gets a learned
 log sigma^2, so that log alpha = log sigma^2 - log w^2; training samples each

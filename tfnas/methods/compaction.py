@@ -1,5 +1,5 @@
-"""Compaction from a baseline (seed 002): train the baseline, let an algorithm choose the
-channels to keep under a FLOPs target, cut them out (channel surgery).
+"""Compaction from a baseline (Shafiee et al., 2020): train the baseline, let an algorithm
+choose the channels to keep under a FLOPs target, cut them out (channel surgery).
 
 The space is a baseline's channel widths (`tfnas.spaces.widths.WidthSpace`,
 e.g. `cifar_resnet`); the architecture document records the width of every

@@ -6,7 +6,7 @@ keras-tuner search, so trials, logs and resume are keras-tuner's. Each trial
 is one sampled architecture: the supernet (built with the `"chosen"` mixing
 rule) runs that path for `child_steps` weight steps on training batches, in
 one traced step for every architecture, and its accuracy on one validation
-batch is the reward (REFERENCE §3). The derived architecture is the
+batch is the reward (github melodyguan/enas). The derived architecture is the
 controller's most probable one. Unlike the released code, child steps and
 controller samples interleave (one trial = child steps + one reward) instead
 of alternating whole phases.

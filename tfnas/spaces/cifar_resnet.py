@@ -1,6 +1,7 @@
 """The CIFAR ResNets of He et al. (2016), 6n + 2 layers, as a space of channel widths.
 
-The baselines of the compact-architecture study (seed 002, REFERENCE §5):
+The baselines of the compact-architecture study (Shafiee et al., *State of compact
+architecture search for deep neural networks*, 2020):
 ResNet-32 for CIFAR-10 and ResNet-50 (n = 8) for CIFAR-100. A 3x3 stem conv
 (16 channels), three stages of n basic blocks (two 3x3 convs, 16/32/64
 channels, the first of stages 2 and 3 at stride 2), global average pooling and
@@ -70,7 +71,7 @@ def cifar_resnet(depth=32, widths=(16, 32, 64), num_classes=10, input_shape=(32,
 class CifarResNetSpace(WidthSpace):
     """Channel widths of a CIFAR ResNet (`cifar_resnet`).
 
-    Config: `depth` (6n + 2; 32 for CIFAR-10, 50 for CIFAR-100 in seed 002),
+    Config: `depth` (6n + 2; 32 for CIFAR-10, 50 for CIFAR-100 in Shafiee et al., 2020),
     `widths` (the stages' channels), `num_classes`, `input_shape`, `mean`,
     `std`, and `max_multiplier` (the widest a group may grow, as a multiple of
     its baseline width, for MorphNet's expansion).

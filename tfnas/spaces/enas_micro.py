@@ -1,7 +1,7 @@
 """The original ENAS micro (cell) space.
 
 Pham et al., "Efficient Neural Architecture Search via Parameter Sharing",
-ICML 2018, and its released `micro_child.py` (REFERENCE §3). A cell takes the
+ICML 2018, and its released `micro_child.py` (github melodyguan/enas). A cell takes the
 outputs of the two previous layers and has B nodes; node i applies an op to
 each of two inputs (the two cell inputs or earlier nodes) and adds them. The
 five ops keep the channel count: separable 3x3 and 5x5 convolutions (ReLU,

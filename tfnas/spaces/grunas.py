@@ -2,7 +2,8 @@
 
 Seo et al., "Achieving an optimal group structure in a neural architecture
 search", Electronics Letters 2022. Layout from the reference code's CIFAR-10 log
-(see REFERENCE.md §1): a stride-2 stem and ten stride-1 units at 18x18.
+(as the GRUNAS code, github minercode625/grunas, builds it): a stride-2 stem and ten
+stride-1 units at 18x18.
 """
 
 import keras

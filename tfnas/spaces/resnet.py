@@ -1,6 +1,7 @@
 """ResNet-50 with search unit blocks inside a search scope (PResNet-50).
 
-Search-space adaptation of seed 001 (REFERENCE.md §2): the base network is
+Search-space adaptation (*Search Space Adaptation for Differentiable Neural Architecture
+Search in Image Classification*, over ProxylessNAS's binary gates): the base network is
 torchvision's ResNet-50 (bottlenecks [3, 4, 6, 3], stride in the 3x3 conv, no
 conv biases); a *search unit block* is a bottleneck whose 3x3 conv (+BN+ReLU)
 becomes a choice of kernel {3, 5} x activation {ReLU, LeakyReLU, Mish}; the

@@ -1,7 +1,7 @@
 """ShuffleNASNets: ENAS cells in a ShuffleNet V2 network.
 
 Bruegge, Liu, Swadzba, Wagner, "ShuffleNASNets: Efficient CNN models through
-modified Efficient Neural Architecture Search" (REFERENCE §3). A cell has B
+modified Efficient Neural Architecture Search" (github melodyguan/enas). A cell has B
 blocks; block i applies one of six ops to one input (the cell input or an
 earlier block), and the cell output is the sum of the blocks. Ops keep the
 channel count and have no biases: separable 3x3 and 5x5 convolutions (ReLU,

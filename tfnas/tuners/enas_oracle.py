@@ -48,7 +48,7 @@ class EnasOracle(ResumableOracle):
     objective is the reward (negated for objectives to minimize); every
     `samples_per_update` rewards the controller takes one REINFORCE step,
     `−log p(arc) · (R − b)` with a moving-average baseline `b`, by Adam. The
-    defaults are the released ENAS settings (REFERENCE §3): LSTM 64 units;
+    defaults are the released ENAS settings (github melodyguan/enas): LSTM 64 units;
     logits `1.10·tanh(l)` for input decisions and `1.10/2.5·tanh(l)` for
     operations; entropy bonus 1e-4 on the reward; `b ← b − 0.01·(b − R)`; Adam
     learning rate 0.0035, β1 = 0, ε = 1e-3; 10 architectures per update.

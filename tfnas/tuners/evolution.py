@@ -30,8 +30,8 @@ class EvolutionOracle(ResumableOracle):
     parent and gives one of its decisions, chosen at random, another value: the child.
     Every completed trial joins the population and its oldest member dies, so a line
     survives by having good children, not by one lucky score. Failed trials do not join.
-    The defaults are those of the NAS-Bench-201 code (population 10, sample 3; REFERENCE
-    §9); the NAS-Bench-101 notebook uses 50 and 10.
+    The defaults are those of the NAS-Bench-201 code (population 10, sample 3;
+    `exps/NAS-Bench-201-algos/R_EA.py`); the NAS-Bench-101 notebook uses 50 and 10.
 
     Every `hp.Choice`, `hp.Int`, `hp.Boolean` and stepped `hp.Float` is a decision;
     `hp.Fixed` keeps its value. Conditional hyperparameters that a mutation makes active
