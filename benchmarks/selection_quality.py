@@ -3,7 +3,7 @@ random architecture of its space), then trains the result by the recipe's `train
 section, and prints a JSON line with the test accuracy. Random architectures are
 trained by the same recipe, so they are the baseline.
 
-The comparison in README (*Reading the architecture off a supernet*), 2-core CPU:
+The comparison in docs/search-methods.md, 2-core CPU:
 
     python benchmarks/selection_quality.py --out /tmp/quality \\
         configs/nasbench201_zero_cost_pt.json:0 configs/nasbench201_zero_cost_pt.json:1 \\

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from conftest import TINY_SPACE, counting_search_model
 from tfnas import data as data_lib
-from tfnas.callbacks import ArchitectureLogger, TemperatureAnnealing
+from tfnas.callbacks import ArchitectureLogger
+from tfnas.layers.mixing import TemperatureAnnealing
 from tfnas.penalties import Penalty, ProductPenalty, ThresholdProductPenalty
 from tfnas.layers import set_path
 from tfnas.search_model import SearchModel

@@ -7,8 +7,6 @@ import keras
 import numpy as np
 
 from tfnas.layers.mixed_op import distributions
-# The Gumbel rule owns its schedule; re-exported for existing imports.
-from tfnas.layers.mixing import TEMPERATURE_RATES, TemperatureAnnealing  # noqa: F401
 
 
 class ArchitectureWarmup(keras.callbacks.Callback):

@@ -96,7 +96,7 @@ flags.DEFINE_string("out", None, "race: a new directory for runs.csv, summary.js
 
 def _usage():
     return (f"usage: tfnas {{{'|'.join(COMMANDS)}}} [flags]; see `tfnas --helpfull` and "
-            "the README.")
+            "the documentation (docs/cli.md).")
 
 
 # How many more times this process may restart itself to rejoin its multi-worker cluster

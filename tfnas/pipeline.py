@@ -144,11 +144,6 @@ def check_architecture(architecture, prepared):
             "train the document's space and record it in config.json.")
 
 
-def space_for(config):
-    """The configured search space, with the dataset's classes and input shape filled in."""
-    return prepare(config).space
-
-
 def _steps(n, batch_size):
     return int(np.ceil(n / batch_size))
 

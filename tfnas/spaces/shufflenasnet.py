@@ -16,7 +16,7 @@ One normal and one reduction cell architecture hold for the whole network:
 the blocks are `normal_{i}_input`, `normal_{i}_op`, `reduce_{i}_input`,
 `reduce_{i}_op`. The paper's cells are in a figure its text lacks; the cells
 tfnas ships are in `CELL_A` and `CELL_B`, with their parameter counts in the
-README next to the paper's.
+documentation (docs/spaces/shufflenasnet.md) next to the paper's.
 """
 
 import keras
