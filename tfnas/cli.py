@@ -367,17 +367,18 @@ def _main(command):
         raise ExportError(f"No TFLite model at {FLAGS.model}.")
     if command == "report":
         rows = _read_summaries(FLAGS.runs)
+    checked = config
     if command == "budget-graph":
         from tfnas import budget_graph  # pylint: disable=import-outside-toplevel
 
         graph_budget, graph_bounds = _budget_graph_inputs(config)
+        # The sweep's searches run at a fixed bound without the recipe's tolerance: checked
+        # as they run.
+        checked = budget_graph.grid_config(config, graph_budget)
     if command in ("search", "train", "export", "run", "latency-table", "budget-graph"):
         from tfnas import pipeline  # pylint: disable=import-outside-toplevel
 
-        # The sweep's searches run at a fixed bound without the recipe's tolerance: checked
-        # as they run.
-        prepared = pipeline.prepare(budget_graph.grid_config(config, graph_budget)
-                                    if command == "budget-graph" else config)
+        prepared = pipeline.prepare(checked)
         if architecture is not None:
             pipeline.check_architecture(architecture, prepared)
     searched = None

@@ -111,15 +111,16 @@ class DifferentiableSearch(SupernetMethod):
         self._cost = None
         if self.penalty.checks_cost:
             self._cost = self.check_cost(self.penalty)
+            limits = self.penalty.derivation_limits()
+            if limits is not None:  # checked once: the search's penalty has the same limits
+                prefixed("search.penalty", self._check_derivable, self._cost, limits,
+                         self.penalty.tolerance)
 
     def check_cost(self, penalty, supernet=None):
         """The cost model of the search, checked by `penalty` against the space."""
         cost = self._cost or prefixed("search.cost", COSTS.get, self.section["cost"],
                                       space=self.space, supernet=supernet)
         prefixed("search.penalty", penalty.check_cost, cost, *self.space.cost_range(cost))
-        limits = penalty.derivation_limits()
-        if limits is not None:
-            self._check_derivable(cost, limits, penalty.tolerance)
         return cost
 
     def _check_derivable(self, cost, limits, tolerance):
@@ -134,7 +135,7 @@ class DifferentiableSearch(SupernetMethod):
         above = [f"{c:,.0f} above" for c in costs if c > high][:1]
         nearest = " and ".join(below + above)
         raise ConfigError(
-            f"search.penalty: no architecture of the {self.space.name} space costs within the "
+            f"no architecture of the {self.space.name} space costs within the "
             f"tolerance, {low:,.0f} to {high:,.0f} {cost.unit} (budget {high:,.0f}, tolerance "
             f"{tolerance:g}); the nearest costs are {nearest}. Set the budget to a cost the "
             "space has, or widen the tolerance.")

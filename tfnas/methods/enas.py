@@ -65,7 +65,6 @@ class EnasSearch(SupernetMethod):
         import inspect  # pylint: disable=import-outside-toplevel
 
         from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
-        from tfnas.tuners.resumable import ResumableTuner  # pylint: disable=import-outside-toplevel
 
         settings = set(inspect.signature(EnasOracle).parameters) - {
             "objective", "max_trials", "seed", "hyperparameters", "allow_new_entries",

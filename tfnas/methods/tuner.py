@@ -40,8 +40,6 @@ from tfnas.tuners.warm_start import warm_started
 TUNERS = Registry("keras-tuner tuner")
 
 
-# Every factory takes the tuner's settings by name (no **kwargs), so that
-# `TUNERS.check` rejects an argument the tuner does not take before a run starts.
 def _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite):
     """A keras-tuner `Tuner` whose state files are all written whole (ResumableTuner)."""
     from tfnas.tuners.resumable import ResumableTuner  # pylint: disable=import-outside-toplevel
@@ -50,6 +48,8 @@ def _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite):
                           project_name=project_name, overwrite=overwrite)
 
 
+# Every factory takes the tuner's settings by name (no **kwargs), so that
+# `TUNERS.check` rejects an argument the tuner does not take before a run starts.
 def _random(hypermodel, objective, seed, directory, project_name, overwrite,
             max_consecutive_failed_trials, initial_values=(), max_trials=10):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
