@@ -2,6 +2,7 @@
 
 import csv
 import os
+import time
 
 import keras
 import numpy as np
@@ -26,7 +27,9 @@ class ArchitectureLogger(keras.callbacks.Callback):
     `log_dir/architecture.csv` gets one row per epoch, block and candidate
     (appended to, so a resumed run continues it); TensorBoard scalars go to
     `log_dir/tensorboard` as `architecture/<block>/<choice>`; the figure
-    `log_dir/architecture.png` draws one panel per block (softmax of the
+    `log_dir/architecture.png` (drawn at the end, and during the search at most
+    every `plot_every` seconds: one drawing takes about 0.5 s, longer than an
+    epoch of a small search) draws one panel per block (softmax of the
     logits per candidate over epochs, as Fig. 3 of *Search Space Adaptation for
     Differentiable NAS*), and
     `architecture_blocks.png` only the `plot_blocks` when they are given. At
@@ -34,10 +37,12 @@ class ArchitectureLogger(keras.callbacks.Callback):
     of every block with the chosen candidate marked.
     """
 
-    def __init__(self, log_dir, plot=True, tensorboard=True, plot_blocks=None):
+    def __init__(self, log_dir, plot=True, tensorboard=True, plot_blocks=None, plot_every=60.0):
         super().__init__()
         self.log_dir = log_dir
         self.plot = plot
+        self.plot_every = plot_every
+        self._drawn_at = time.monotonic()
         self.tensorboard = tensorboard
         self.plot_blocks = list(plot_blocks) if plot_blocks else None
         self.csv_path = os.path.join(log_dir, "architecture.csv")
@@ -54,6 +59,7 @@ class ArchitectureLogger(keras.callbacks.Callback):
                 raise ValueError(f"ArchitectureLogger: plot_blocks {unknown} are not blocks of "
                                  f"the supernet; its blocks are {names}.")
         os.makedirs(self.log_dir, exist_ok=True)
+        self._drawn_at = time.monotonic()
         if not os.path.exists(self.csv_path):
             with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerow(["epoch", "block", "choice", "probability"])
@@ -76,13 +82,18 @@ class ArchitectureLogger(keras.callbacks.Callback):
                 for e, block, choice, p in rows:
                     tf.summary.scalar(f"architecture/{block}/{choice}", p, step=e)
             self._writer.flush()
-        if self.plot:
-            plot_trajectories(self.csv_path, self.png_path)
-            if self.plot_blocks:
-                plot_trajectories(self.csv_path, self.blocks_png_path, blocks=self.plot_blocks)
+        if self.plot and time.monotonic() - self._drawn_at >= self.plot_every:
+            self._draw_trajectories()
+
+    def _draw_trajectories(self):
+        plot_trajectories(self.csv_path, self.png_path)
+        if self.plot_blocks:
+            plot_trajectories(self.csv_path, self.blocks_png_path, blocks=self.plot_blocks)
+        self._drawn_at = time.monotonic()
 
     def on_train_end(self, logs=None):
         if self.plot:
+            self._draw_trajectories()
             plot_final_choices(distributions(self.model.mixed_ops), self.final_png_path)
 
 

@@ -160,7 +160,7 @@ def accuracy_measure(supernet, batches):
     from tfnas.proxies import weights_kept  # pylint: disable=import-outside-toplevel
 
     model = _logits_model(supernet)
-    step = tf.function(lambda x: model(x, training=True))
+    step = tf.function(lambda x: model(x, training=True), autograph=False)
 
     def measure():
         correct = total = 0

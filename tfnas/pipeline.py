@@ -249,7 +249,7 @@ def _training_model(architecture, train_config, prepared):
         return model, model, batches
     trainer = keras.Model(model.inputs, [model.outputs[0], auxiliary],
                           name=f"{model.name}_with_auxiliary_head")
-    return model, trainer, lambda e: batches(e).map(lambda x, y: (x, (y, y)))
+    return model, trainer, lambda e: batches(e).map(data_lib.as_written(lambda x, y: (x, (y, y))))
 
 
 def export(config, run, model, verbose=True, prepared=None, fit_verbose=2):

@@ -43,7 +43,7 @@ class Inquisitor(ChannelRegularizer):
         self.batch_norms = [(layer, self.positions(layer.name)) for layer in model.layers
                             if isinstance(layer, layers.BatchNormalization)
                             and layer.scale and layer.center]
-        self._step = tf.function(self._importance, reduce_retracing=True)
+        self._step = tf.function(self._importance, reduce_retracing=True, autograph=False)
 
     def _importance(self, x, y, loss):
         variables = [v for layer, _ in self.batch_norms for v in (layer.gamma, layer.beta)]

@@ -132,8 +132,8 @@ class EnasSearch(SupernetMethod):
         first, offset = divmod(done, per_epoch)
         # The phase per example, so that a strategy can split the batch across replicas.
         train = data_lib.epochs(
-            lambda e: self.prepared.batches("train", True, epoch=e).map(
-                lambda x, y: (x, y, tf.fill(tf.shape(y)[:1], WEIGHTS))),
+            lambda e: self.prepared.batches("train", True, epoch=e).map(data_lib.as_written(
+                lambda x, y: (x, y, tf.fill(tf.shape(y)[:1], WEIGHTS)))),
             first, 10 ** 6).skip(offset)
         strategy = tf.distribute.get_strategy()
         self._train = iter(strategy.experimental_distribute_dataset(train))
@@ -145,11 +145,11 @@ class EnasSearch(SupernetMethod):
             # and the batch dimension is open, so an epoch's short last batch does not either.
             self._step = tf.function(
                 lambda data: strategy.run(model.train_step, args=(data,)),
-                input_signature=[self._train.element_spec])
+                input_signature=[self._train.element_spec], autograph=False)
             # BatchNorm in training mode, as ENAS rewards: the shared statistics fit no path.
             val_images = self.prepared.batches("val", False).element_spec[0]
             self._logits = tf.function(lambda x: model.supernet(x, training=True)[0],
-                                       input_signature=[val_images])
+                                       input_signature=[val_images], autograph=False)
 
     def _child_and_reward(self, model, hp, trial_index):
         choices = self.space.hyperparameters(hp.copy())
