@@ -10,10 +10,14 @@ the `tuner` method holds) and `accuracy` (the test accuracy after training); als
         --set 'space.config.candidates=[1,2,4]' --set train.epochs=3 \\
         --set train.inherit=false --set data.limit=1200 --set data.batch_size=64 \\
         --out tfnas/data/grunas_tiny_table.csv      # 81 networks
+
+`--only` keeps the architectures whose every choice is one of the given ones: a whole
+subspace of a space too large to train whole, e.g. NAS-Bench-201 cells of three ops (729).
 """
 
 import argparse
 import csv
+import json
 import os
 import tempfile
 import time
@@ -37,28 +41,51 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--limit", type=int, default=10_000,
                         help="at most this many architectures (all, when the space is smaller)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated choices: only architectures made of these")
     args = parser.parse_args()
     config = load_config(args.config, [*args.set, "export.formats=[]"])
     prepared = pipeline.prepare(config)
-    drawn = sample_architectures(prepared.space, args.limit, config["seed"], with_values=True)
+    if args.only:
+        only = {_value(v) for v in args.only.split(",")}
+        drawn = [(c, v) for c, v in sample_architectures(prepared.space, 10 ** 6, config["seed"],
+                                                         with_values=True)
+                 if set(c.values()) <= only][:args.limit]
+    else:
+        drawn = sample_architectures(prepared.space, args.limit, config["seed"],
+                                     with_values=True)
     columns = list(drawn[0][1])
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="tfnas-table-") as scratch, \
             open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow([*columns, "accuracy", "parameters", "seconds"])
+        trained = {}  # networks that differ only on edges into dead nodes are trained once
+        effective = getattr(prepared.space, "effective_choices", lambda choices: choices)
         for index, (choices, values) in enumerate(drawn):
             began = time.time()
-            keras.utils.set_random_seed(config["seed"])
-            arch = from_choices(prepared.space, choices)
-            run = RunDirectory(os.path.join(scratch, str(index)))
-            model, summary = pipeline.train(config, run, arch, verbose=0, prepared=prepared)
-            writer.writerow([*[values[c] for c in columns], f"{summary['test_accuracy']:.6f}",
-                             count_parameters(model), f"{time.time() - began:.1f}"])
+            key = json.dumps(effective(choices), sort_keys=True)
+            if key not in trained:
+                keras.utils.set_random_seed(config["seed"])
+                arch = from_choices(prepared.space, choices)
+                run = RunDirectory(os.path.join(scratch, str(index)))
+                model, summary = pipeline.train(config, run, arch, verbose=0,
+                                                prepared=prepared)
+                trained[key] = (summary["test_accuracy"], count_parameters(model))
+                keras.backend.clear_session(free_memory=False)
+            accuracy, parameters = trained[key]
+            writer.writerow([*[values[c] for c in columns], f"{accuracy:.6f}", parameters,
+                             f"{time.time() - began:.1f}"])
             f.flush()
-            keras.backend.clear_session(free_memory=False)
-            print(f"{index + 1}/{len(drawn)} {choices} {summary['test_accuracy']:.4f} "
+            print(f"{index + 1}/{len(drawn)} {choices} {accuracy:.4f} "
                   f"({time.time() - start:.0f} s)", flush=True)
+
+
+def _value(text):
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 if __name__ == "__main__":

@@ -124,6 +124,39 @@ def test_state_round_trip_gives_identical_next_samples(tmp_path):
     assert first == second
 
 
+def test_a_warm_start_pretrains_the_controller_and_trains_the_given_architectures_first(
+        tmp_path):
+    given = [{"op": "pool", "width": 32, "skip": True, "pool_size": 3},
+             {"op": "conv5", "width": 8, "skip": False}]
+    reward = lambda v: float(v["width"]) / 32  # noqa: E731
+    cold = _tuner(tmp_path, reward, name="cold", max_trials=6)
+    warm = _tuner(tmp_path, reward, name="warm", max_trials=6, initial_values=given,
+                  pretrain_steps=30, pretrain_learning_rate=0.05, samples_per_update=3)
+    p_cold = cold.oracle.probabilities(given[0])
+    warm.search(verbose=0)
+    # The first trials are the given architectures, in order, and were learned from.
+    assert warm.seen[:2] == [{**given[0], "depth": 3}, {**given[1], "depth": 3}]
+    assert warm.oracle.samples == 6 and warm.oracle.pretrained
+    first = min(warm.oracle.trials)
+    assert warm.oracle.get_state()["enas"]["trial_decisions"][first] == [
+        ["op", 2], ["width", 3], ["skip", 1], ["pool_size", 1]]
+    # Pre-training made the first one likelier along its path, every decision of it.
+    p_warm = warm.oracle.probabilities(given[0])
+    for name, value in (("op", "pool"), ("width", "32"), ("skip", "True"),
+                        ("pool_size", "3")):
+        assert p_warm[name][value] > p_cold[name][value] + 0.05, (name, p_cold, p_warm)
+    # A resumed search neither pre-trains again nor repeats the given architectures.
+    rest = _tuner(tmp_path, reward, name="warm", max_trials=9, overwrite=False,
+                  initial_values=given, pretrain_steps=30, pretrain_learning_rate=0.05,
+                  samples_per_update=3)
+    rest.search(verbose=0)
+    assert len(rest.seen) == 3 and {**given[0], "depth": 3} not in rest.seen
+    assert rest.oracle.samples == 9 and rest.oracle.updates == 3
+    with pytest.raises(ValueError, match="initial value 'conv7' of 'op' is not one of"):
+        _tuner(tmp_path, reward, name="bad", max_trials=2,
+               initial_values=[{"op": "conv7"}]).search(verbose=0)
+
+
 def test_resume_with_overwrite_false_continues_the_same_search(tmp_path):
     reward = lambda v: float(v["width"]) / 32 + (v["op"] == "pool")  # noqa: E731
     whole = _tuner(tmp_path, reward, name="whole", max_trials=24, samples_per_update=5)

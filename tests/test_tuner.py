@@ -81,11 +81,13 @@ def test_infeasible_trials_are_reported_to_the_oracle(tmp_path, tuner):
     assert "infeasible: parameters" in trials[0]["message"]
 
 
-def test_a_warm_started_evolution_trains_the_best_ranked_architectures_first(tmp_path):
+def test_a_warm_started_enas_controller_trains_the_best_ranked_architectures_first(tmp_path):
+    # The ENAS controller is pre-trained toward them too (tests/test_enas_oracle.py); the
+    # other oracles take them through tfnas.tuners.warm_start (tests/test_evolution_oracle.py).
     import csv  # pylint: disable=import-outside-toplevel
 
-    _, run, _, _ = _search(tmp_path, 'search.tuner={"type": "evolution", "max_trials": 3, '
-                                     '"population_size": 2}',
+    _, run, _, _ = _search(tmp_path, 'search.tuner={"type": "enas", "max_trials": 3, '
+                                     '"pretrain_steps": 5}',
                            'search.warm_start={"proxy": "params", "candidates": 6, '
                            '"trials": 2}')
     with open(run.file("logs", "warm_start.csv"), newline="", encoding="utf-8") as f:
@@ -118,9 +120,9 @@ def test_bad_tuner_settings_are_one_line_errors(override, message):
 
 
 def test_a_warm_start_needs_a_tuner_that_takes_one():
-    with pytest.raises(ConfigError, match="the 'enas' tuner cannot start from given "
+    with pytest.raises(ConfigError, match="the 'hyperband' tuner cannot start from given "
                                           "architectures; use one of"):
-        pipeline.prepare(load_config(RANDOM, [*SMALL, 'search.tuner={"type": "enas"}',
+        pipeline.prepare(load_config(RANDOM, [*SMALL, 'search.tuner={"type": "hyperband"}',
                                               'search.warm_start={"proxy": "params"}']))
 
 

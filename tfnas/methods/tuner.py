@@ -90,7 +90,7 @@ def _bayesian(hypermodel, objective, seed, directory, project_name, overwrite,
 
 _UNSET = object()  # an EnasOracle argument the config leaves out: EnasOracle's default
 # The tuners whose first trials search.warm_start can choose.
-WARM_STARTED = ("random", "evolution", "bayesian")
+WARM_STARTED = ("random", "evolution", "bayesian", "enas")
 
 
 def _warm_start_refused(name):
@@ -103,22 +103,21 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
           max_consecutive_failed_trials, initial_values=(), max_trials=10, lstm_units=_UNSET,
           tanh_constant=_UNSET, op_tanh_reduce=_UNSET, input_decisions=_UNSET,
           temperature=_UNSET, entropy_weight=_UNSET, baseline_decay=_UNSET,
-          learning_rate=_UNSET, samples_per_update=_UNSET, failed_reward=_UNSET,
-          resample_seen=_UNSET):
-    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
-
+          initial_baseline=_UNSET, learning_rate=_UNSET, samples_per_update=_UNSET,
+          failed_reward=_UNSET, resample_seen=_UNSET, pretrain_steps=_UNSET,
+          pretrain_learning_rate=_UNSET):
     from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
 
-    if initial_values:
-        raise _warm_start_refused("enas")
     given = dict(lstm_units=lstm_units, tanh_constant=tanh_constant,
                  op_tanh_reduce=op_tanh_reduce, input_decisions=input_decisions,
                  temperature=temperature, entropy_weight=entropy_weight,
-                 baseline_decay=baseline_decay, learning_rate=learning_rate,
-                 samples_per_update=samples_per_update, failed_reward=failed_reward,
-                 resample_seen=resample_seen)
+                 baseline_decay=baseline_decay, initial_baseline=initial_baseline,
+                 learning_rate=learning_rate, samples_per_update=samples_per_update,
+                 failed_reward=failed_reward, resample_seen=resample_seen,
+                 pretrain_steps=pretrain_steps, pretrain_learning_rate=pretrain_learning_rate)
     oracle = EnasOracle(objective=objective, max_trials=max_trials, seed=seed,
                         max_consecutive_failed_trials=max_consecutive_failed_trials,
+                        initial_values=initial_values,
                         **{k: v for k, v in given.items() if v is not _UNSET})
     return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 

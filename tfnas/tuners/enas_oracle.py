@@ -27,10 +27,13 @@ SETTINGS_SCHEMA = {
     "temperature": {"type": ["number", "null"], "exclusiveMinimum": 0},
     "entropy_weight": _number(minimum=0),
     "baseline_decay": _number(minimum=0, exclusiveMaximum=1),
+    "initial_baseline": {"type": ["number", "null"]},
     "learning_rate": _number(exclusiveMinimum=0),
     "samples_per_update": {"type": "integer", "minimum": 1},
     "failed_reward": {"type": ["number", "null"]},
     "resample_seen": {"type": "integer", "minimum": 0},
+    "pretrain_steps": {"type": "integer", "minimum": 0},
+    "pretrain_learning_rate": _number(exclusiveMinimum=0),
     "max_retries_per_trial": {"type": "integer", "minimum": 0},
 }
 
@@ -70,12 +73,24 @@ class EnasOracle(ResumableOracle):
         temperature: `T` above, None for 1.
         entropy_weight: weight of the sample's entropy added to the reward.
         baseline_decay: the baseline keeps this fraction at each reward.
+        initial_baseline: the baseline before the first reward; None: the mean
+            reward of the first update (0, as released, leaves every early
+            advantage positive for rewards such as accuracies).
         learning_rate: the controller's Adam learning rate.
         samples_per_update: rewards averaged in one controller step.
         failed_reward: the reward of a failed trial; None: the lowest reward
             seen so far (a failure before any reward teaches nothing).
         resample_seen: draws allowed to find an architecture not tried yet
             before a repeat is accepted (0: repeats are fine, as in ENAS).
+        initial_values: architectures to start from, `[{name: value}, ...]`,
+            best first (e.g. the best of many untrained ones by a zero-cost proxy,
+            `search.warm_start`): before the first trial the controller is
+            pre-trained toward them (`pretrain_steps` Adam steps at
+            `pretrain_learning_rate` on their mean negative log-likelihood), and
+            the first trials take them in order (one already tried is skipped);
+            their rewards teach the controller as its own samples' do.
+        pretrain_steps: see `initial_values`.
+        pretrain_learning_rate: see `initial_values`.
         chief_timeout: on a keras-tuner worker (`KERASTUNER_TUNER_ID` other
             than "chief"), seconds to wait for the chief before a
             `ConnectionError` that names its address (keras-tuner itself
@@ -95,9 +110,10 @@ class EnasOracle(ResumableOracle):
                  allow_new_entries=True, tune_new_entries=True, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, lstm_units=64, tanh_constant=1.10,
                  op_tanh_reduce=2.5, input_decisions=None, temperature=None,
-                 entropy_weight=1e-4, baseline_decay=0.99, learning_rate=0.0035,
-                 samples_per_update=10, failed_reward=None, resample_seen=20,
-                 chief_timeout=600):
+                 entropy_weight=1e-4, baseline_decay=0.99, initial_baseline=0.0,
+                 learning_rate=0.0035, samples_per_update=10, failed_reward=None,
+                 resample_seen=20, initial_values=(), pretrain_steps=50,
+                 pretrain_learning_rate=0.01, chief_timeout=600):
         super().__init__(chief_timeout=chief_timeout, objective=objective,
                          max_trials=max_trials, seed=seed, hyperparameters=hyperparameters,
                          allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries,
@@ -124,10 +140,14 @@ class EnasOracle(ResumableOracle):
         self.samples_per_update = int(samples_per_update)
         self.failed_reward = failed_reward
         self.resample_seen = int(resample_seen)
+        self.initial_values = [dict(values) for values in initial_values]
+        self.pretrain_steps = int(pretrain_steps)
+        self.pretrain_learning_rate = float(pretrain_learning_rate)
+        self.pretrained = False
         self._rng = np.random.default_rng(self.seed)
         self.controller = Controller(self.lstm_units, seed=self.seed)
         self._optimizer = None
-        self.baseline = 0.0
+        self.baseline = None if initial_baseline is None else float(initial_baseline)
         self.samples = 0  # rewards given to the controller
         self.updates = 0
         self.lowest_reward = None
@@ -180,8 +200,64 @@ class EnasOracle(ResumableOracle):
             x = self.controller.embed(hp.name, index)
         return hps.values, sampled
 
+    def _indices(self, values, decisions):
+        """The decisions `[[name, index], ...]` that give `values` (the controller's path
+        through the space's active hyperparameters)."""
+        hps = kt.HyperParameters()
+        path = []
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if not hps.is_active(hp):
+                continue
+            value = values.get(hp.name, hp.default)
+            hps.values[hp.name] = value
+            if hp.name in decisions:
+                if value not in decisions[hp.name]:
+                    raise ValueError(f"EnasOracle: initial value {value!r} of {hp.name!r} is "
+                                     f"not one of its choices {decisions[hp.name]}.")
+                path.append([hp.name, decisions[hp.name].index(value)])
+        return path
+
+    def _pretrain(self, decisions):
+        """Maximum likelihood of `initial_values` under the controller: a prior from the
+        warm start, which the rewards then correct."""
+        paths = [self._indices(values, decisions) for values in self.initial_values]
+        constants = self._tanh_constants()
+        variables = self.controller.variables
+        optimizer = keras.optimizers.Adam(self.pretrain_learning_rate)
+        optimizer.build(variables)
+        for _ in range(self.pretrain_steps):
+            with tf.GradientTape() as tape:
+                loss = 0.0
+                for path in paths:
+                    log_prob, _ = self.controller.log_prob_and_entropy(path, constants,
+                                                                       self.temperature)
+                    loss = loss - log_prob / max(1, len(path))
+                loss = loss / len(paths)
+            gradients = [keras.ops.zeros_like(v) if g is None else g
+                         for g, v in zip(tape.gradient(loss, variables), variables)]
+            optimizer.apply_gradients(zip(gradients, variables))
+        self.pretrained = True
+
+    def _initial(self, decisions):
+        """The first of `initial_values` not tried yet, as full values and its path."""
+        for values in self.initial_values:
+            hps = self.hyperparameters.copy()
+            hps.values = dict(values)
+            hps.ensure_active_values()
+            if not self._duplicate(hps.values):
+                return hps.values, self._indices(hps.values, decisions)
+        return None
+
     def populate_space(self, trial_id):
         decisions = self._decisions_of_space()
+        if self.initial_values:
+            if not self.pretrained:
+                self._pretrain(decisions)
+            initial = self._initial(decisions)
+            if initial is not None:
+                self._decisions[trial_id] = initial[1]
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": initial[0]}
         for _ in range(self.resample_seen + 1):
             values, sampled = self._sample(decisions)
             if not self._duplicate(values):
@@ -228,6 +304,8 @@ class EnasOracle(ResumableOracle):
             self._optimizer.iterations.assign(iterations)
         with tf.GradientTape() as tape:
             loss = 0.0
+            if self.baseline is None:  # starts where the rewards are, not at 0
+                self.baseline = float(np.mean([reward for _, reward in self._pending]))
             for trial_id, reward in self._pending:
                 log_prob, entropy = self.controller.log_prob_and_entropy(
                     self._decisions[trial_id], constants, self.temperature)
@@ -300,6 +378,7 @@ class EnasOracle(ResumableOracle):
             "trial_decisions": self._decisions,
             "pending": self._pending,
             "rewarded": sorted(self._rewarded),
+            "pretrained": self.pretrained,
             "rng": self._rng.bit_generator.state,
         }
         return state
@@ -323,11 +402,12 @@ class EnasOracle(ResumableOracle):
                                  "controller.")
             for variable, value in zip(self._optimizer.variables, enas["optimizer"]):
                 variable.assign(decode(value))
-        self.baseline = float(enas["baseline"])
+        self.baseline = None if enas["baseline"] is None else float(enas["baseline"])
         self.samples, self.updates = int(enas["samples"]), int(enas["updates"])
         self.lowest_reward = enas["lowest_reward"]
         self._decisions = {k: [list(d) for d in v] for k, v in enas["trial_decisions"].items()}
         self._pending = [list(p) for p in enas["pending"]]
         self._rewarded = set(enas["rewarded"])
+        self.pretrained = bool(enas.get("pretrained", False))
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = enas["rng"]
