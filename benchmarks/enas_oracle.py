@@ -80,10 +80,12 @@ def make_oracle(name, trials, seed):
         return kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=trials,
                                                      seed=seed)
     if name == "enas_released":
-        return EnasOracle(objective=objective, max_trials=trials, seed=seed)
-    if name == "enas":
-        return EnasOracle(objective=objective, max_trials=trials, seed=seed,
+        return EnasOracle(objective=objective, max_trials=trials, seed=seed, preset="released")
+    if name == "enas_released_lr":  # the released settings with a learning rate for few trials
+        return EnasOracle(objective=objective, max_trials=trials, seed=seed, preset="released",
                           learning_rate=0.05, samples_per_update=5)
+    if name == "enas":
+        return EnasOracle(objective=objective, max_trials=trials, seed=seed)
     raise SystemExit(f"unknown oracle {name!r}")
 
 
@@ -91,7 +93,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--oracles", default="random,bayesian,enas_released,enas")
+    parser.add_argument("--oracles", default="random,bayesian,enas_released,enas_released_lr,enas")
     parser.add_argument("--curves", default=None, help="CSV of the mean best-so-far curves")
     parser.add_argument("--plot", default=None, help="PNG of the mean best-so-far curves")
     args = parser.parse_args()

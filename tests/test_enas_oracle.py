@@ -75,13 +75,13 @@ def test_reinforce_moves_probability_to_the_rewarded_choice(tmp_path):
         return 1.0 if values["op"] == "pool" else 0.0
 
     tuner = _tuner(tmp_path, reward, max_trials=60, learning_rate=0.1,
-                   samples_per_update=5, resample_seen=0)
+                   samples_per_update=5, resample_seen=0, preset="released")
     before = tuner.oracle.probabilities()["op"]["pool"]
     tuner.search(verbose=0)
     after = tuner.oracle.probabilities()["op"]["pool"]
     assert tuner.oracle.updates == 12 and tuner.oracle.samples == 60
     assert after > before + 0.1, (before, after)
-    # The op decision's logits are capped at 0.44·tanh: ENAS keeps exploring.
+    # As released, the op decision's logits are capped at 0.44·tanh: ENAS keeps exploring.
     assert after < np.exp(0.44) / (np.exp(0.44) + 2 * np.exp(-0.44)) + 1e-6
 
 
@@ -131,7 +131,7 @@ def test_a_warm_start_pretrains_the_controller_and_trains_the_given_architecture
     reward = lambda v: float(v["width"]) / 32  # noqa: E731
     cold = _tuner(tmp_path, reward, name="cold", max_trials=6)
     warm = _tuner(tmp_path, reward, name="warm", max_trials=6, initial_values=given,
-                  pretrain_steps=30, pretrain_learning_rate=0.05, samples_per_update=3)
+                  samples_per_update=3)
     p_cold = cold.oracle.probabilities(given[0])
     warm.search(verbose=0)
     # The first trials are the given architectures, in order, and were learned from.
@@ -140,15 +140,21 @@ def test_a_warm_start_pretrains_the_controller_and_trains_the_given_architecture
     first = min(warm.oracle.trials)
     assert warm.oracle.get_state()["enas"]["trial_decisions"][first] == [
         ["op", 2], ["width", 3], ["skip", 1], ["pool_size", 1]]
-    # Pre-training made the first one likelier along its path, every decision of it.
-    p_warm = warm.oracle.probabilities(given[0])
+    # Pre-training (alone: one trial, no controller step yet) made the given ones likelier
+    # along their paths, up to a mean probability of one half per decision.
+    prior = _tuner(tmp_path, reward, name="prior", max_trials=1, initial_values=given)
+    prior.search(verbose=0)
+    assert prior.oracle.updates == 0
+    p_prior = prior.oracle.probabilities(given[0])
     for name, value in (("op", "pool"), ("width", "32"), ("skip", "True"),
                         ("pool_size", "3")):
-        assert p_warm[name][value] > p_cold[name][value] + 0.05, (name, p_cold, p_warm)
+        assert p_prior[name][value] > p_cold[name][value], (name, p_cold, p_prior)
+    per_decision = [np.mean(np.log([prior.oracle.probabilities(g)[k][str(v)]
+                                    for k, v in g.items()])) for g in given]
+    assert np.log(0.5) - 0.1 < np.mean(per_decision) < np.log(0.9), per_decision
     # A resumed search neither pre-trains again nor repeats the given architectures.
     rest = _tuner(tmp_path, reward, name="warm", max_trials=9, overwrite=False,
-                  initial_values=given, pretrain_steps=30, pretrain_learning_rate=0.05,
-                  samples_per_update=3)
+                  initial_values=given, samples_per_update=3)
     rest.search(verbose=0)
     assert len(rest.seen) == 3 and {**given[0], "depth": 3} not in rest.seen
     assert rest.oracle.samples == 9 and rest.oracle.updates == 3
@@ -316,7 +322,13 @@ def test_the_tuner_method_offers_the_enas_controller(tmp_path):
                        directory=str(tmp_path), project_name="m", overwrite=True,
                        max_consecutive_failed_trials=5)
     assert isinstance(tuner.oracle, EnasOracle)
-    assert (tuner.oracle.samples_per_update, tuner.oracle.learning_rate) == (2, 0.0035)
+    assert (tuner.oracle.samples_per_update, tuner.oracle.learning_rate) == (2, 0.05)
+    tuner = TUNERS.get({"type": "enas", "max_trials": 3, "preset": "released"},
+                       hypermodel=_space, objective="val_accuracy", seed=3,
+                       directory=str(tmp_path), project_name="r", overwrite=True,
+                       max_consecutive_failed_trials=5)
+    assert (tuner.oracle.samples_per_update, tuner.oracle.learning_rate,
+            tuner.oracle.tanh_constant, tuner.oracle.initial_baseline) == (10, 0.0035, 1.10, 0.0)
 
 
 def _free_port():

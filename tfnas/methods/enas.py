@@ -38,7 +38,7 @@ class EnasSearch(SupernetMethod):
     defaults = {
         "trials": 300,           # architectures the controller samples (keras-tuner trials)
         "child_steps": 10,       # weight steps of the shared supernet per sampled architecture
-        "controller": {},        # EnasOracle arguments (default: the released ENAS settings)
+        "controller": {},        # EnasOracle arguments ("preset": "released" for ENAS's own)
         # true: each mixed op's chosen candidate runs as a function call, not the faster
         # lowered switch (tfnas.layers.mixing.run_candidate); both are exact with
         # "deterministic": true

@@ -100,7 +100,8 @@ def _warm_start_refused(name):
 
 
 def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
-          max_consecutive_failed_trials, initial_values=(), max_trials=10, lstm_units=_UNSET,
+          max_consecutive_failed_trials, initial_values=(), max_trials=10, preset=_UNSET,
+          lstm_units=_UNSET,
           tanh_constant=_UNSET, op_tanh_reduce=_UNSET, input_decisions=_UNSET,
           temperature=_UNSET, entropy_weight=_UNSET, baseline_decay=_UNSET,
           initial_baseline=_UNSET, learning_rate=_UNSET, samples_per_update=_UNSET,
@@ -108,7 +109,7 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
           pretrain_learning_rate=_UNSET):
     from tfnas.tuners import EnasOracle  # pylint: disable=import-outside-toplevel
 
-    given = dict(lstm_units=lstm_units, tanh_constant=tanh_constant,
+    given = dict(preset=preset, lstm_units=lstm_units, tanh_constant=tanh_constant,
                  op_tanh_reduce=op_tanh_reduce, input_decisions=input_decisions,
                  temperature=temperature, entropy_weight=entropy_weight,
                  baseline_decay=baseline_decay, initial_baseline=initial_baseline,

@@ -20,6 +20,7 @@ def _number(**limits):
 # JSON Schema of the settings a config passes to `EnasOracle` (`search.controller`, the
 # tuner method's `{"type": "enas", ...}`): types and ranges, checked before a run starts.
 SETTINGS_SCHEMA = {
+    "preset": {"enum": ["default", "released"]},
     "lstm_units": {"type": "integer", "minimum": 1},
     "tanh_constant": {"type": ["number", "null"], "exclusiveMinimum": 0},
     "op_tanh_reduce": _number(exclusiveMinimum=0),
@@ -37,6 +38,22 @@ SETTINGS_SCHEMA = {
     "max_retries_per_trial": {"type": "integer", "minimum": 0},
 }
 
+class _FromPreset:
+    def __repr__(self):
+        return "<from the preset>"
+
+
+FROM_PRESET = _FromPreset()  # an argument left to the preset
+# "released": the ENAS code's settings, made for tens of thousands of samples. "default":
+# for budgets of a few hundred trials (see EnasOracle's docstring for what changes and why).
+PRESETS = {
+    "released": {"tanh_constant": 1.10, "op_tanh_reduce": 2.5, "baseline_decay": 0.99,
+                 "initial_baseline": 0.0, "learning_rate": 0.0035, "samples_per_update": 10},
+    "default": {"tanh_constant": 2.5, "op_tanh_reduce": 1.0, "baseline_decay": 0.99,
+                "initial_baseline": None, "learning_rate": 0.05, "samples_per_update": 5},
+}
+
+
 def choices_of(hp):
     """`tfnas.tuners.decisions.choices_of` for the ENAS controller."""
     return _choices_of(hp, "EnasOracle")
@@ -50,20 +67,30 @@ class EnasOracle(ResumableOracle):
     each step the embedding of the previous decision. Each finished trial's
     objective is the reward (negated for objectives to minimize); every
     `samples_per_update` rewards the controller takes one REINFORCE step,
-    `−log p(arc) · (R − b)` with a moving-average baseline `b`, by Adam. The
-    defaults are the released ENAS settings (github melodyguan/enas): LSTM 64 units;
+    `−log p(arc) · (R − b)` with a moving-average baseline `b`, by Adam (β1 = 0,
+    ε = 1e-3), the sample's entropy times `entropy_weight` added to its reward.
+
+    `preset="released"` takes the released ENAS settings (github melodyguan/enas):
     logits `1.10·tanh(l)` for input decisions and `1.10/2.5·tanh(l)` for
-    operations; entropy bonus 1e-4 on the reward; `b ← b − 0.01·(b − R)`; Adam
-    learning rate 0.0035, β1 = 0, ε = 1e-3; 10 architectures per update.
-    Those settings were made for tens of thousands of samples; for a budget of
-    a few hundred trials a larger `learning_rate` (e.g. 0.05) is the useful
-    change (see `benchmarks/enas_oracle.py`).
+    operations, `b` starting at 0 and moving by 1 % a reward, learning rate
+    0.0035, 10 architectures per update. They were made for tens of thousands
+    of samples: an operation's probability cannot pass 0.375 of five choices
+    (so the controller hardly concentrates), and with rewards such as
+    accuracies every early advantage `R − b` is positive, so each step raises
+    whatever was sampled. The default preset keeps the method and changes the
+    numbers for budgets of hundreds of trials: logits `2.5·tanh(l)` for every
+    decision, `b` starting at the first update's mean reward, learning rate
+    0.05, 5 architectures per update (`benchmarks/enas_oracle.py`, and
+    `tfnas race` on accuracy tables). Any argument given overrides its preset.
 
     `objective`, `max_trials`, `seed`, `hyperparameters`, `allow_new_entries`,
     `tune_new_entries`, `max_retries_per_trial` and `max_consecutive_failed_trials`
     are `keras_tuner.Oracle`'s.
 
     Args:
+        preset: `"default"` or `"released"`: the values of the arguments left
+            out among `tanh_constant`, `op_tanh_reduce`, `baseline_decay`,
+            `initial_baseline`, `learning_rate` and `samples_per_update`.
         lstm_units: controller LSTM size.
         tanh_constant: `c` of the input decisions' logits `c·tanh(l/T)`; None
             for raw logits.
@@ -85,8 +112,9 @@ class EnasOracle(ResumableOracle):
         initial_values: architectures to start from, `[{name: value}, ...]`,
             best first (e.g. the best of many untrained ones by a zero-cost proxy,
             `search.warm_start`): before the first trial the controller is
-            pre-trained toward them (`pretrain_steps` Adam steps at
-            `pretrain_learning_rate` on their mean negative log-likelihood), and
+            pre-trained toward them (at most `pretrain_steps` Adam steps at
+            `pretrain_learning_rate` on their mean negative log-likelihood per
+            decision, until their decisions' mean probability is one half), and
             the first trials take them in order (one already tried is skipped);
             their rewards teach the controller as its own samples' do.
         pretrain_steps: see `initial_values`.
@@ -108,10 +136,11 @@ class EnasOracle(ResumableOracle):
 
     def __init__(self, objective=None, max_trials=10, seed=None, hyperparameters=None,
                  allow_new_entries=True, tune_new_entries=True, max_retries_per_trial=0,
-                 max_consecutive_failed_trials=3, lstm_units=64, tanh_constant=1.10,
-                 op_tanh_reduce=2.5, input_decisions=None, temperature=None,
-                 entropy_weight=1e-4, baseline_decay=0.99, initial_baseline=0.0,
-                 learning_rate=0.0035, samples_per_update=10, failed_reward=None,
+                 max_consecutive_failed_trials=3, preset="default", lstm_units=64,
+                 tanh_constant=FROM_PRESET, op_tanh_reduce=FROM_PRESET, input_decisions=None,
+                 temperature=None, entropy_weight=1e-4, baseline_decay=FROM_PRESET,
+                 initial_baseline=FROM_PRESET, learning_rate=FROM_PRESET,
+                 samples_per_update=FROM_PRESET, failed_reward=None,
                  resample_seen=20, initial_values=(), pretrain_steps=50,
                  pretrain_learning_rate=0.01, chief_timeout=600):
         super().__init__(chief_timeout=chief_timeout, objective=objective,
@@ -119,6 +148,19 @@ class EnasOracle(ResumableOracle):
                          allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries,
                          max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials)
+        if preset not in PRESETS:
+            raise ValueError(f"EnasOracle: unknown preset {preset!r}; the presets are "
+                             f"{sorted(PRESETS)}.")
+        given = {"tanh_constant": tanh_constant, "op_tanh_reduce": op_tanh_reduce,
+                 "baseline_decay": baseline_decay, "initial_baseline": initial_baseline,
+                 "learning_rate": learning_rate, "samples_per_update": samples_per_update}
+        settings = {k: PRESETS[preset][k] if v is FROM_PRESET else v for k, v in given.items()}
+        self.preset = preset
+        tanh_constant, op_tanh_reduce = settings["tanh_constant"], settings["op_tanh_reduce"]
+        baseline_decay, initial_baseline = (settings["baseline_decay"],
+                                            settings["initial_baseline"])
+        learning_rate = settings["learning_rate"]
+        samples_per_update = settings["samples_per_update"]
         if samples_per_update < 1:
             raise ValueError(f"samples_per_update must be >= 1, got {samples_per_update}.")
         if not 0.0 <= baseline_decay < 1.0:
@@ -147,6 +189,7 @@ class EnasOracle(ResumableOracle):
         self._rng = np.random.default_rng(self.seed)
         self.controller = Controller(self.lstm_units, seed=self.seed)
         self._optimizer = None
+        self.initial_baseline = initial_baseline
         self.baseline = None if initial_baseline is None else float(initial_baseline)
         self.samples = 0  # rewards given to the controller
         self.updates = 0
@@ -219,8 +262,10 @@ class EnasOracle(ResumableOracle):
         return path
 
     def _pretrain(self, decisions):
-        """Maximum likelihood of `initial_values` under the controller: a prior from the
-        warm start, which the rewards then correct."""
+        """Maximum likelihood of `initial_values` under the controller, until their
+        decisions' mean probability (geometric) reaches one half: a prior from the warm
+        start that leaves room to explore (a controller sure of them would only repeat
+        them), which the rewards then correct."""
         paths = [self._indices(values, decisions) for values in self.initial_values]
         constants = self._tanh_constants()
         variables = self.controller.variables
@@ -234,6 +279,8 @@ class EnasOracle(ResumableOracle):
                                                                        self.temperature)
                     loss = loss - log_prob / max(1, len(path))
                 loss = loss / len(paths)
+            if float(loss) <= math.log(2.0):
+                break
             gradients = [keras.ops.zeros_like(v) if g is None else g
                          for g, v in zip(tape.gradient(loss, variables), variables)]
             optimizer.apply_gradients(zip(gradients, variables))
