@@ -13,6 +13,8 @@ the `tuner` method holds) and `accuracy` (the test accuracy after training); als
 
 `--only` keeps the architectures whose every choice is one of the given ones: a whole
 subspace of a space too large to train whole, e.g. NAS-Bench-201 cells of three ops (729).
+Networks that differ only on edges whose output reaches nothing are trained once. `--resume`
+keeps the rows a killed run wrote and trains the rest.
 """
 
 import argparse
@@ -43,7 +45,15 @@ def main():
                         help="at most this many architectures (all, when the space is smaller)")
     parser.add_argument("--only", default=None,
                         help="comma-separated choices: only architectures made of these")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: only every N-th architecture from the K-th (0-based), so "
+                             "that N processes share a table; concatenate their files")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows --out holds (a killed run's) and add the rest")
     args = parser.parse_args()
+    if os.path.exists(args.out) and not args.resume:
+        raise SystemExit(f"{args.out} exists; --resume adds the missing rows to it, or choose "
+                         "another --out.")
     config = load_config(args.config, [*args.set, "export.formats=[]"])
     prepared = pipeline.prepare(config)
     if args.only:
@@ -54,15 +64,33 @@ def main():
     else:
         drawn = sample_architectures(prepared.space, args.limit, config["seed"],
                                      with_values=True)
+    shard, shards = (int(n) for n in args.shard.split("/"))
+    drawn = drawn[shard::shards]
     columns = list(drawn[0][1])
+    effective = getattr(prepared.space, "effective_choices", lambda choices: choices)
+    trained, done = {}, set()  # networks that differ only on dead edges are trained once
+    kept = []  # complete rows of a killed run, written again first
+    if args.resume and os.path.exists(args.out):
+        with open(args.out, newline="", encoding="utf-8") as f:
+            rows = {tuple(row[c] for c in columns): row for row in csv.DictReader(f)
+                    if row.get("seconds")}  # a row cut by the kill is trained again
+        for choices, values in drawn:
+            row = rows.get(tuple(str(values[c]) for c in columns))
+            if row is not None:
+                done.add(json.dumps(values, sort_keys=True))
+                trained[json.dumps(effective(choices), sort_keys=True)] = (
+                    float(row["accuracy"]), int(row["parameters"]))
+                kept.append([row[c] for c in [*columns, "accuracy", "parameters", "seconds"]])
+    with open(f"{args.out}.tmp", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([[*columns, "accuracy", "parameters", "seconds"], *kept])
+    os.replace(f"{args.out}.tmp", args.out)  # the kept rows are never only in memory
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="tfnas-table-") as scratch, \
-            open(args.out, "w", newline="", encoding="utf-8") as f:
+            open(args.out, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([*columns, "accuracy", "parameters", "seconds"])
-        trained = {}  # networks that differ only on edges into dead nodes are trained once
-        effective = getattr(prepared.space, "effective_choices", lambda choices: choices)
         for index, (choices, values) in enumerate(drawn):
+            if json.dumps(values, sort_keys=True) in done:
+                continue
             began = time.time()
             key = json.dumps(effective(choices), sort_keys=True)
             if key not in trained:

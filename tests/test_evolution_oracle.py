@@ -179,3 +179,22 @@ def test_warm_started_oracles_train_the_given_architectures_first(tmp_path):
     # Evolution's first population is the given three: its next trial mutates one of them.
     child = seen[EvolutionOracle][3]
     assert min(sum(child[n] != b[n] for n in child) for b in best) == 1
+
+
+def test_a_chief_and_a_worker_search_in_keras_tuners_distributed_mode(tmp_path):
+    # The oracle lives on the chief (keras-tuner's gRPC service); the worker asks it for
+    # trials and reports their scores, which evolution then selects and mutates.
+    from test_enas_oracle import _free_port, _oracle_state, _start
+
+    port, trials = _free_port(), 12
+    chief = _start("chief", tmp_path, port, trials, True, ORACLE="evolution")
+    worker = _start("tuner0", tmp_path, port, trials, True, ORACLE="evolution")
+    for process in (chief, worker):
+        output = process.communicate(timeout=240)[0]
+        assert process.returncode == 0, output[-3000:]
+    state = _oracle_state(tmp_path)
+    assert len(state["end_order"]) == trials
+    # Aging, on the chief: the population is the last four trials to end.
+    assert state["evolution"]["population"] == state["end_order"][-4:]
+    assert sorted(state["evolution"]["joined"]) == sorted(state["end_order"])
+    assert len((tmp_path / "tuner0.log").read_text().split()) == trials  # the worker ran all

@@ -87,7 +87,7 @@ flags.DEFINE_float("budget", None,
 flags.DEFINE_string("table", None, "race: a CSV accuracy table (decision columns, then "
                     "'accuracy'); default the shipped tfnas/data/grunas_tiny_table.csv.")
 flags.DEFINE_list("oracles", ["random", "evolution", "enas"],
-                  "race: oracles to race (random, evolution, enas, bayesian).")
+                  "race: oracles to race (random, evolution, enas, enas_released, bayesian).")
 flags.DEFINE_integer("trials", 200, "race: trials per run.")
 flags.DEFINE_integer("seeds", 10, "race: runs per oracle, seeds 0..N-1.")
 flags.DEFINE_string("out", None, "race: a new directory for runs.csv, summary.json and "
