@@ -75,6 +75,7 @@ class TrainingBackup(keras.callbacks.Callback):
         self.finished = False
         self._start = None
         self._heartbeat = None
+        self._time_lock = threading.Lock()
         self.heartbeat_seconds = 2.0
 
     @property
@@ -161,8 +162,11 @@ class TrainingBackup(keras.callbacks.Callback):
         self._write_time()
 
     def _write_time(self):
-        os.makedirs(self.directory, exist_ok=True)
-        write_json_atomically(self._time_path, {"seconds": self.elapsed()})
+        # The heartbeat thread and the epoch's end both write it: one at a time, so that
+        # the later time is the one kept.
+        with self._time_lock:
+            os.makedirs(self.directory, exist_ok=True)
+            write_json_atomically(self._time_path, {"seconds": self.elapsed()})
 
     def discard(self):
         """Removes the backup (the stage it protects has finished)."""

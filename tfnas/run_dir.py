@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 
 from tfnas.errors import TfnasError
@@ -46,12 +47,21 @@ def default_path(name, command, root="runs"):
 
 
 def write_json_atomically(path, obj):
-    """Writes JSON to `path` so that a kill leaves the old file or the new one, never half."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes JSON to `path` so that a kill leaves the old file or the new one, never half.
+
+    The temporary file is new for each call: two threads writing one file (a backup's
+    heartbeat and its epoch end) shared one name, and one's rename found the file gone."""
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def remove_run(path):
