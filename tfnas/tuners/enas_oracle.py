@@ -38,6 +38,7 @@ SETTINGS_SCHEMA = {
     "max_retries_per_trial": {"type": "integer", "minimum": 0},
 }
 
+
 class _FromPreset:
     def __repr__(self):
         return "<from the preset>"
