@@ -11,6 +11,7 @@ from keras_tuner.engine import hyperparameters as hp_types
 from tfnas.tuners.controller import Controller, decode, encode
 from tfnas.tuners.decisions import choices_of as _choices_of
 from tfnas.tuners.resumable import ResumableOracle
+from tfnas.tuners.warm_start import first_untried
 
 
 def _number(**limits):
@@ -287,25 +288,15 @@ class EnasOracle(ResumableOracle):
             optimizer.apply_gradients(zip(gradients, variables))
         self.pretrained = True
 
-    def _initial(self, decisions):
-        """The first of `initial_values` not tried yet, as full values and its path."""
-        for values in self.initial_values:
-            hps = self.hyperparameters.copy()
-            hps.values = dict(values)
-            hps.ensure_active_values()
-            if not self._duplicate(hps.values):
-                return hps.values, self._indices(hps.values, decisions)
-        return None
-
     def populate_space(self, trial_id):
         decisions = self._decisions_of_space()
         if self.initial_values:
             if not self.pretrained:
                 self._pretrain(decisions)
-            initial = self._initial(decisions)
-            if initial is not None:
-                self._decisions[trial_id] = initial[1]
-                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": initial[0]}
+            values = first_untried(self, self.initial_values)
+            if values is not None:
+                self._decisions[trial_id] = self._indices(values, decisions)
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
         for _ in range(self.resample_seen + 1):
             values, sampled = self._sample(decisions)
             if not self._duplicate(values):

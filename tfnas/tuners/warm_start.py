@@ -32,15 +32,23 @@ def warm_started(oracle_class):
         def populate_space(self, trial_id):
             import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
-            for values in self.initial_values:
-                hps = self.hyperparameters.copy()
-                hps.values = dict(values)
-                hps.ensure_active_values()
-                if not self._duplicate(hps.values):
-                    return {"status": kt.engine.trial.TrialStatus.RUNNING,
-                            "values": hps.values}
+            values = first_untried(self, self.initial_values)
+            if values is not None:
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
             return super().populate_space(trial_id)
 
     WarmStarted.__name__ = WarmStarted.__qualname__ = f"WarmStarted{oracle_class.__name__}"
     WarmStarted.__doc__ = f"`{oracle_class.__name__}` whose first trials take `initial_values`."
     return WarmStarted
+
+
+def first_untried(oracle, initial_values):
+    """The first of `initial_values` that `oracle` has not tried yet, completed with the
+    defaults of the hyperparameters it activates; None when every one was tried."""
+    for values in initial_values:
+        hps = oracle.hyperparameters.copy()
+        hps.values = dict(values)
+        hps.ensure_active_values()
+        if not oracle._duplicate(hps.values):  # pylint: disable=protected-access
+            return hps.values
+    return None
