@@ -46,17 +46,18 @@ def default_path(name, command, root="runs"):
     return path
 
 
-def write_json_atomically(path, obj):
+def write_json_atomically(path, obj, indent=2):
     """Writes JSON to `path` so that a kill leaves the old file or the new one, never half.
 
     The temporary file is new for each call: two threads writing one file (a backup's
-    heartbeat and its epoch end) shared one name, and one's rename found the file gone."""
+    heartbeat and its epoch end) shared one name, and one's rename found the file gone.
+    `indent=None` writes one line with Python's C encoder, for large states written often
+    (`json.dump` to a file, or any indent, takes the pure-Python one)."""
     directory, name = os.path.split(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+            f.write(json.dumps(obj, indent=indent) + "\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -5,7 +5,6 @@ import math
 import keras
 import keras_tuner as kt
 import numpy as np
-import tensorflow as tf
 from keras_tuner.engine import hyperparameters as hp_types
 
 from tfnas.tuners.controller import Controller, decode, encode
@@ -191,6 +190,7 @@ class EnasOracle(ResumableOracle):
         self._rng = np.random.default_rng(self.seed)
         self.controller = Controller(self.lstm_units, seed=self.seed)
         self._optimizer = None
+        self._encoded_optimizer = None
         self.initial_baseline = initial_baseline
         self.baseline = None if initial_baseline is None else float(initial_baseline)
         self.samples = 0  # rewards given to the controller
@@ -270,22 +270,16 @@ class EnasOracle(ResumableOracle):
         them), which the rewards then correct."""
         paths = [self._indices(values, decisions) for values in self.initial_values]
         constants = self._tanh_constants()
-        variables = self.controller.variables
         optimizer = keras.optimizers.Adam(self.pretrain_learning_rate)
-        optimizer.build(variables)
+        optimizer.build(self.controller.variables)
+        per_decision = [1.0 / max(1, len(path)) for path in paths]
         for _ in range(self.pretrain_steps):
-            with tf.GradientTape() as tape:
-                loss = 0.0
-                for path in paths:
-                    log_prob, _ = self.controller.log_prob_and_entropy(path, constants,
-                                                                       self.temperature)
-                    loss = loss - log_prob / max(1, len(path))
-                loss = loss / len(paths)
-            if float(loss) <= math.log(2.0):
+            log_probs, _ = self.controller.log_probs_and_entropies(paths, constants,
+                                                                   self.temperature)
+            if -float(np.mean(log_probs * per_decision)) <= math.log(2.0):
                 break
-            gradients = [keras.ops.zeros_like(v) if g is None else g
-                         for g, v in zip(tape.gradient(loss, variables), variables)]
-            optimizer.apply_gradients(zip(gradients, variables))
+            self.controller.minimize(optimizer, paths, per_decision, constants,
+                                     self.temperature)
         self.pretrained = True
 
     def populate_space(self, trial_id):
@@ -331,6 +325,7 @@ class EnasOracle(ResumableOracle):
     def _build_optimizer(self):
         self._optimizer = keras.optimizers.Adam(self.learning_rate, beta_1=0.0, epsilon=1e-3)
         self._optimizer.build(self.controller.variables)
+        self._encoded_optimizer = None
         self._optimizer_size = len(self.controller.variables)
 
     def _update(self):
@@ -341,21 +336,19 @@ class EnasOracle(ResumableOracle):
             iterations = 0 if self._optimizer is None else int(self._optimizer.iterations)
             self._build_optimizer()  # a grown space restarts the moments, not the count
             self._optimizer.iterations.assign(iterations)
-        with tf.GradientTape() as tape:
-            loss = 0.0
-            if self.baseline is None:  # starts where the rewards are, not at 0
-                self.baseline = float(np.mean([reward for _, reward in self._pending]))
-            for trial_id, reward in self._pending:
-                log_prob, entropy = self.controller.log_prob_and_entropy(
-                    self._decisions[trial_id], constants, self.temperature)
-                reward = reward + self.entropy_weight * float(entropy)
-                self.baseline -= (1.0 - self.baseline_decay) * (self.baseline - reward)
-                loss = loss - log_prob * (reward - self.baseline)
-            loss = loss / len(self._pending)
-        # The last decision's embedding feeds nothing: no gradient, zero rather than a warning.
-        gradients = [keras.ops.zeros_like(v) if g is None else g
-                     for g, v in zip(tape.gradient(loss, variables), variables)]
-        self._optimizer.apply_gradients(zip(gradients, variables))
+        paths = [self._decisions[trial_id] for trial_id, _ in self._pending]
+        _, entropies = self.controller.log_probs_and_entropies(paths, constants,
+                                                               self.temperature)
+        if self.baseline is None:  # starts where the rewards are, not at 0
+            self.baseline = float(np.mean([reward for _, reward in self._pending]))
+        advantages = []
+        for (_, reward), entropy in zip(self._pending, entropies):
+            reward = reward + self.entropy_weight * float(entropy)
+            self.baseline -= (1.0 - self.baseline_decay) * (self.baseline - reward)
+            advantages.append(reward - self.baseline)
+        self.controller.minimize(self._optimizer, paths, advantages, constants,
+                                 self.temperature)
+        self._encoded_optimizer = None
         self.samples += len(self._pending)
         self.updates += 1
         self._pending = []
@@ -403,9 +396,9 @@ class EnasOracle(ResumableOracle):
     # -- state -----------------------------------------------------------------------------
     def get_state(self):
         state = super().get_state()
-        optimizer = None
-        if self._optimizer is not None:
-            optimizer = [encode(v) for v in self._optimizer.variables]
+        if self._optimizer is not None and self._encoded_optimizer is None:
+            self._encoded_optimizer = [encode(v) for v in self._optimizer.variables]
+        optimizer = None if self._optimizer is None else self._encoded_optimizer
         state["enas"] = {
             "decisions_order": [[name, size] for name, size in self.controller.sizes.items()],
             "controller": self.controller.get_weights(),
@@ -441,6 +434,7 @@ class EnasOracle(ResumableOracle):
                                  "controller.")
             for variable, value in zip(self._optimizer.variables, enas["optimizer"]):
                 variable.assign(decode(value))
+            self._encoded_optimizer = None
         self.baseline = None if enas["baseline"] is None else float(enas["baseline"])
         self.samples, self.updates = int(enas["samples"]), int(enas["updates"])
         self.lowest_reward = enas["lowest_reward"]

@@ -134,9 +134,11 @@ def _damaged_state_is_an_error(owner, project_dir):
 
 
 def _write_json_atomically(path, state):
-    """Local files are written whole, then renamed; remote ones (gs://...) by tf.io.gfile."""
+    """Local files are written whole, then renamed; remote ones (gs://...) by tf.io.gfile.
+    One line, as keras-tuner writes them: the oracle's state is written several times a
+    trial and grows with the trials (indented, its writing was most of a trial's cost)."""
     if "://" in str(path):
         with tf.io.gfile.GFile(path, "w") as f:
             f.write(json.dumps(state))
         return
-    write_json_atomically(path, state)
+    write_json_atomically(path, state, indent=None)
