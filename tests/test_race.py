@@ -89,3 +89,48 @@ def test_tfnas_race_command(cli, table, tmp_path):
     assert again.returncode == 2 and "exists; name a new directory" in again.stderr
     bad = cli("race", f"--table={path}", "--oracles=random,annealing")
     assert bad.returncode == 2 and "--oracles takes some of" in bad.stderr
+    # Any column after accuracy can rank the warm start (here the parameter count).
+    warm = cli("race", f"--table={path}", "--oracles=random", "--trials=3", "--seeds=1",
+               "--warm_start=parameters", "--warm_start_candidates=18",
+               "--warm_start_trials=2", f"--out={tmp_path / 'warm'}")
+    assert warm.returncode == 0, warm.stderr
+    summary = json.loads((tmp_path / "warm" / "summary.json").read_text())
+    assert summary["warm_start"] == {"proxy": ["parameters"], "candidates": 18, "trials": 2}
+    for flag, message in (("--warm_start=naswot", "no column 'naswot' after 'accuracy'"),
+                          ("--warm_start_trials=0", "are at least 1")):
+        bad = cli("race", f"--table={path}", "--trials=3", "--seeds=1", flag)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_a_warm_started_race_trains_the_proxys_best_first(tmp_path):
+    # A proxy column that ranks the architectures exactly as their accuracy does: every
+    # warm-started oracle's first trial is the best of the candidates drawn for its seed.
+    rows = [[a, b, op, acc, 100 * a, 10 * acc + (a == 4)]
+            for (a, b, op), acc in zip(itertools.product([1, 2, 4], [0, 1], ["c", "p", "s"]),
+                                       np.linspace(0.3, 0.9, 18))]
+    path = _write_table(tmp_path / "t.csv", rows,
+                        ("a", "b", "op", "accuracy", "parameters", "oracle_proxy"))
+    warm = {"proxy": "oracle_proxy", "candidates": 18, "trials": 3}
+    summary = race.race(path, ["random", "evolution", "enas"], trials=5, seeds=2,
+                        out=str(tmp_path / "out"), log=None, warm_start=warm)
+    assert summary["warm_start"] == {"proxy": ["oracle_proxy"], "candidates": 18, "trials": 3}
+    with open(tmp_path / "out" / "runs.csv", newline="", encoding="utf-8") as f:
+        runs = list(csv.DictReader(f))
+    firsts = {(r["oracle"], r["seed"]): [] for r in runs}
+    for r in runs:
+        firsts[(r["oracle"], r["seed"])].append(float(r["accuracy"]))
+    # The proxy's three best (every candidate drawn): the three with a == 4 and the highest
+    # accuracy among them; a one-column "vote" keeps the column's order.
+    best = sorted((r[3] for r in rows if r[0] == 4), reverse=True)[:3]
+    for accuracies in firsts.values():
+        assert accuracies[:3] == pytest.approx(best)
+    for name in ("random", "evolution", "enas"):
+        assert summary[name]["trials_to_top_1_mean"] == 1
+    values = race.warm_start_values(*race.read_table(path, ["oracle_proxy"])[::2],
+                                    ["oracle_proxy"], 6, 2, seed=0)
+    assert len(values) == 2 and set(values[0]) == {"a", "b", "op"}
+    with pytest.raises(race.TableError, match="no column 'synflow' after 'accuracy'"):
+        race.race(path, ["random"], trials=2, seeds=1, log=None,
+                  warm_start={"proxy": "synflow"})
+    with pytest.raises(race.TableError, match="warm_start takes proxy, candidates and trials"):
+        race.race(path, ["random"], trials=2, seeds=1, log=None, warm_start={"proxies": "x"})

@@ -92,6 +92,13 @@ flags.DEFINE_integer("trials", 200, "race: trials per run.")
 flags.DEFINE_integer("seeds", 10, "race: runs per oracle, seeds 0..N-1.")
 flags.DEFINE_string("out", None, "race: a new directory for runs.csv, summary.json and "
                     "best_so_far.png.")
+flags.DEFINE_list("warm_start", None,
+                  "race: the table's proxy columns (after 'accuracy') to warm-start every "
+                  "oracle from, as the tuner method's search.warm_start does; several vote.")
+flags.DEFINE_integer("warm_start_candidates", 500,
+                     "race: architectures drawn and ranked by --warm_start per run.")
+flags.DEFINE_integer("warm_start_trials", 10,
+                     "race: how many of the best-ranked the first trials take.")
 
 
 def _usage():
@@ -321,9 +328,16 @@ def _race():
     if FLAGS.out and os.path.exists(FLAGS.out):
         raise UsageError(f"--out {FLAGS.out} exists; name a new directory (nothing there is "
                          "overwritten).")
+    if FLAGS.warm_start_candidates < 1 or FLAGS.warm_start_trials < 1:
+        raise UsageError("--warm_start_candidates and --warm_start_trials are at least 1, got "
+                         f"{FLAGS.warm_start_candidates} and {FLAGS.warm_start_trials}.")
+    warm_start = None
+    if FLAGS.warm_start:
+        warm_start = {"proxy": FLAGS.warm_start, "candidates": FLAGS.warm_start_candidates,
+                      "trials": FLAGS.warm_start_trials}
     try:
         race.race(FLAGS.table or race.TINY_TABLE, FLAGS.oracles, FLAGS.trials, FLAGS.seeds,
-                  FLAGS.out)
+                  FLAGS.out, warm_start=warm_start)
     except race.TableError as err:
         raise UsageError(str(err)) from None
     if FLAGS.out:

@@ -51,8 +51,10 @@ def _value(text):
     return text
 
 
-def read_table(path):
-    """`(decisions, rows)`: `{column: sorted values}` and `{tuple of values: accuracy}`."""
+def read_table(path, scores=()):
+    """`(decisions, rows)`: `{column: sorted values}` and `{tuple of values: accuracy}`;
+    with `scores` (names of columns after `accuracy`), `(decisions, rows, scored)` where
+    `scored` is `{tuple of values: {column: number}}`."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -61,36 +63,68 @@ def read_table(path):
             if not columns:
                 raise TableError(f"{path}: a table needs decision columns and an 'accuracy' "
                                  f"column; the header is {reader.fieldnames}.")
-            rows = {}
+            absent = [c for c in scores if c not in header[header.index("accuracy") + 1:]]
+            if absent:
+                raise TableError(f"{path} has no column {absent[0]!r} after 'accuracy' to "
+                                 f"warm-start from; its columns are {header}.")
+            rows, scored = {}, {}
             for line, row in enumerate(reader, start=2):
                 key = tuple(_value(row[c]) for c in columns)
-                try:
-                    rows[key] = float(row["accuracy"])
-                except (TypeError, ValueError):
-                    raise TableError(f"{path}, line {line}: accuracy {row['accuracy']!r} is "
-                                     "not a number.") from None
+                for column in ("accuracy", *scores):
+                    try:
+                        value = float(row[column])
+                    except (TypeError, ValueError):
+                        raise TableError(f"{path}, line {line}: {column} {row[column]!r} is "
+                                         "not a number.") from None
+                    if column == "accuracy":
+                        rows[key] = value
+                    else:
+                        scored.setdefault(key, {})[column] = value
     except OSError as err:
         raise TableError(f"Cannot read the table {path}: {err.strerror}.") from None
     if not rows:
         raise TableError(f"{path} has no rows.")
     decisions = {c: sorted({k[i] for k in rows}, key=lambda v: (str(type(v)), v))
                  for i, c in enumerate(columns)}
+    if scores:
+        return decisions, rows, scored
     return decisions, rows
 
 
-def _oracle(name, trials, seed):
+def warm_start_values(decisions, scored, columns, candidates, trials, seed):
+    """What `search.warm_start` hands an oracle, on a table: `candidates` architectures
+    drawn at random (from `seed`) stand for the untrained networks a proxy scores; the
+    `trials` best of them by the table's proxy `columns` (one, or several voting as
+    `tfnas.proxies.vote`) are the oracle's `initial_values`, best first."""
+    from tfnas import proxies  # pylint: disable=import-outside-toplevel
+
+    keys = sorted(scored, key=str)
+    rng = np.random.default_rng(seed)
+    drawn = [keys[i] for i in rng.choice(len(keys), min(candidates, len(keys)), replace=False)]
+    votes = proxies.vote([scored[k] for k in drawn], list(columns))
+    ranked = sorted(range(len(drawn)), key=lambda i: (-votes[i], i))[:trials]
+    names = list(decisions)
+    return [dict(zip(names, drawn[i])) for i in ranked]
+
+
+def _oracle(name, trials, seed, initial_values=()):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     from tfnas.tuners import EnasOracle, EvolutionOracle  # pylint: disable=import-outside-toplevel
+    from tfnas.tuners.warm_start import warm_started  # pylint: disable=import-outside-toplevel
 
     objective = kt.Objective("accuracy", "max")
     classes = {"random": kt.oracles.RandomSearchOracle, "evolution": EvolutionOracle,
-               "enas": EnasOracle, "bayesian": kt.oracles.BayesianOptimizationOracle}
+               "bayesian": kt.oracles.BayesianOptimizationOracle}
     if name not in ORACLES:
         raise TableError(f"Unknown oracle {name!r}; race {list(ORACLES)}.")
-    if name == "enas_released":  # the ENAS code's own settings (EnasOracle's presets)
-        return EnasOracle(objective=objective, max_trials=trials, seed=seed, preset="released")
-    oracle = classes[name](objective=objective, max_trials=trials, seed=seed)
+    if name.startswith("enas"):  # "enas_released": the ENAS code's own settings
+        return EnasOracle(objective=objective, max_trials=trials, seed=seed,
+                          preset="released" if name == "enas_released" else "default",
+                          initial_values=initial_values)
+    oracle_class = warm_started(classes[name]) if initial_values else classes[name]
+    kwargs = {"initial_values": initial_values} if initial_values else {}
+    oracle = oracle_class(objective=objective, max_trials=trials, seed=seed, **kwargs)
     oracle.seed = seed  # keras-tuner's own oracles draw a random seed for 0
     return oracle
 
@@ -140,11 +174,17 @@ def statistics_of(accuracies, table_accuracies):
 
 
 def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, out=None,
-         log=print):
+         log=print, warm_start=None):
     """Races `oracles` over the table at `table` (`read_table`): `trials` trials, seeds
     `0..seeds-1` each. Returns `{oracle: summary}`; with `out`, writes `runs.csv` (every
     trial), `summary.json` and `best_so_far.png` there. A run that never reaches a top
     share counts `trials` trials for its mean and is reported in `missed_top_*`.
+
+    `warm_start={"proxy": column or [columns], "candidates": N, "trials": K}` races the
+    oracles warm-started as the `tuner` method's `search.warm_start` does
+    (`warm_start_values`), the proxy scores read from the table's columns (e.g. written by
+    `benchmarks/table_proxies.py`); every oracle of one seed gets the same start. Trials
+    count trained architectures only; the proxy evaluations are the `candidates`.
 
     Examples:
         >>> summary = race(TINY_TABLE, ["random", "evolution"], trials=20, seeds=2,
@@ -152,14 +192,25 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
         >>> sorted(summary["evolution"])[:3]
         ['best_after_10_mean', 'best_after_10_median', 'best_after_10_std']
     """
-    decisions, rows = read_table(table)
+    warm_start = dict(warm_start or {})
+    unknown = sorted(set(warm_start) - {"proxy", "candidates", "trials"})
+    if unknown:
+        raise TableError(f"warm_start takes proxy, candidates and trials; got {unknown}.")
+    columns = warm_start.get("proxy") or ()
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    decisions, rows, scored = read_table(table, columns) if columns else (*read_table(table),
+                                                                          None)
+    starts = [warm_start_values(decisions, scored, columns, warm_start.get("candidates", 500),
+                                warm_start.get("trials", 10), seed) if columns else ()
+              for seed in range(seeds)]
     values = list(rows.values())
     runs, summary = [], {}
     with tempfile.TemporaryDirectory(prefix="tfnas-race-") as scratch:
         for name in oracles:
             stats, overhead = [], []
             for seed in range(seeds):
-                accuracies, seconds = race_one(decisions, rows, _oracle(name, trials, seed),
+                accuracies, seconds = race_one(decisions, rows,
+                                               _oracle(name, trials, seed, starts[seed]),
                                                os.path.join(scratch, f"{name}-{seed}"))
                 stats.append(statistics_of(accuracies, values))
                 overhead.append(seconds / max(1, len(accuracies)))
@@ -175,6 +226,10 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
     summary["table"] = {"path": str(table), "architectures": len(rows),
                         "best": max(values), "median": statistics.median(values),
                         "trials": trials, "seeds": seeds}
+    if columns:
+        summary["warm_start"] = {
+            "proxy": columns, "candidates": min(warm_start.get("candidates", 500), len(rows)),
+            "trials": warm_start.get("trials", 10)}
     if out:
         _write(out, runs, summary)
     return summary
