@@ -18,8 +18,8 @@ class Controller:
 
     Sampling (`begin`, `step`, `embed`) runs in NumPy on a copy of the weights: one decision
     costs microseconds, where an eager Keras LSTM step costs milliseconds. Learning
-    (`log_probs_and_entropies`, `minimize`) runs a batch of paths through one traced
-    TensorFlow function, the skipped decisions masked.
+    (`log_probs_and_entropies`, `minimize`) runs a batch of paths at once, the skipped
+    decisions masked.
 
     Example:
 
@@ -43,7 +43,6 @@ class Controller:
         self.cell.build((1, self.units))
         self.start = keras.Variable(init((1, self.units)), name="start")
         self.heads, self.embeddings = {}, {}
-        self._functions = {}
         self._changed()
 
     def add(self, name, size):
@@ -60,7 +59,6 @@ class Controller:
         self.heads[name] = keras.Variable(init((self.units, size)), name=f"{name}_head")
         self.embeddings[name] = keras.Variable(init((size, self.units)), name=f"{name}_embed")
         self._changed()
-        self._functions = {}  # traced over the decisions there were
 
     @property
     def variables(self):
@@ -113,7 +111,7 @@ class Controller:
         """The next step's input after choosing `index` for `name`."""
         return self._weights()["embeddings"][name][index][None]
 
-    # -- learning, traced once ----------------------------------------------------------------
+    # -- learning, a batch at once -------------------------------------------------------------
     def _batch(self, paths):
         """Paths `[[(name, index), ...], ...]` as index and mask matrices over the decisions
         in the order they were added (the order of the search space)."""
@@ -130,38 +128,18 @@ class Controller:
                 index[b, last], mask[b, last] = choice, 1.0
         return index, mask
 
-    def _function(self, kind, tanh_constants, temperature, optimizer=None):
-        key = (kind, tuple(sorted((tanh_constants or {}).items())), temperature,
-               None if optimizer is None else id(optimizer))
-        if key not in self._functions:
-            names, variables = list(self.sizes), self.variables
-
-            def forward(index, mask):
-                return self._forward(names, index, mask, tanh_constants or {}, temperature)
-
-            def minimize(index, mask, weights):
-                with tf.GradientTape() as tape:
-                    log_probs, _ = forward(index, mask)
-                    loss = -ops.mean(log_probs * weights)
-                # The last decision's embedding feeds nothing: a zero gradient, not None.
-                gradients = [ops.zeros_like(v) if g is None else g
-                             for g, v in zip(tape.gradient(loss, variables), variables)]
-                optimizer.apply_gradients(zip(gradients, variables))
-                return loss
-
-            fn = forward if kind == "forward" else minimize
-            self._functions[key] = (tf.function(fn, autograph=False, reduce_retracing=True),
-                                    optimizer)
-        return self._functions[key][0]
-
-    def _forward(self, names, index, mask, tanh_constants, temperature):
+    def _forward(self, index, mask, tanh_constants, temperature):
+        # Eager, batched over the paths: a REINFORCE step every few trials costs a fraction
+        # of a second, less than tracing it would (1 to 2 s an oracle).
         batch = ops.shape(index)[0]
         kernel, recurrent, bias = (self.cell.kernel, self.cell.recurrent_kernel,
                                    self.cell.bias)
         x = ops.tile(self.start, [batch, 1])
         h = c = ops.zeros((batch, self.units))
         log_prob = entropy = ops.zeros((batch,))
-        for d, name in enumerate(names):
+        for d, name in enumerate(self.sizes):
+            if not mask[:, d].any():  # inactive in every path: the state passes unchanged
+                continue
             present = mask[:, d]
             keep = present[:, None]
             z = ops.matmul(x, kernel) + ops.matmul(h, recurrent) + bias
@@ -185,9 +163,8 @@ class Controller:
     def log_probs_and_entropies(self, paths, tanh_constants, temperature=None):
         """Each path's `log p(path)` and ENAS's entropy estimate of it, `Σ −log p(a)·p(a)`
         over its decisions (as the released code adds to the reward), as NumPy arrays."""
-        index, mask = self._batch(paths)
-        log_probs, entropies = self._function("forward", tanh_constants, temperature)(
-            index, mask)
+        log_probs, entropies = self._forward(*self._batch(paths), tanh_constants or {},
+                                             temperature)
         return _numpy(log_probs), _numpy(entropies)
 
     def minimize(self, optimizer, paths, weights, tanh_constants, temperature=None):
@@ -195,8 +172,14 @@ class Controller:
         `weights` the advantages; maximum likelihood with positive weights). `optimizer`
         must be built on `variables`."""
         index, mask = self._batch(paths)
-        step = self._function("minimize", tanh_constants, temperature, optimizer)
-        loss = step(index, mask, np.asarray(weights, np.float32))
+        variables = self.variables
+        with tf.GradientTape() as tape:
+            log_probs, _ = self._forward(index, mask, tanh_constants or {}, temperature)
+            loss = -ops.mean(log_probs * np.asarray(weights, np.float32))
+        # The last decision's embedding feeds nothing: a zero gradient, not None.
+        gradients = [ops.zeros_like(v) if g is None else g
+                     for g, v in zip(tape.gradient(loss, variables), variables)]
+        optimizer.apply_gradients(zip(gradients, variables))
         self._changed()
         return float(loss)
 
