@@ -103,6 +103,37 @@ def test_evolution_finds_better_cells_than_random_search_over_seeds(tmp_path):
     assert np.mean(evolved) > np.mean(random), (np.mean(evolved), np.mean(random))
 
 
+def test_ranked_mutations_train_the_scorers_best_child(tmp_path):
+    # The scorer here is the edge sum; every child after the random ones is the best by
+    # it of up to 4 untried one-edge mutations of a tournament's winner.
+    calls = []
+
+    def scorer(children):
+        calls.append([dict(c) for c in children])
+        return [sum(c.values()) for c in children]
+
+    tuner = _tuner(tmp_path, _table(3), build=_edges, max_trials=30, population_size=6,
+                   mutation_scorer=scorer, mutation_candidates=4)
+    tuner.search(verbose=0)
+    assert len(calls) == 30 - 6 and all(1 <= len(c) <= 4 for c in calls)
+    for children, trained in zip(calls, tuner.seen[6:]):
+        assert trained == max(children, key=lambda c: sum(c.values()))
+        # Siblings: one-edge mutations of one parent differ in two edges at most.
+        assert all(sum(a[n] != b[n] for n in a) <= 2 for a in children for b in children)
+    assert len({tuple(sorted(v.items())) for v in tuner.seen}) == 30  # no repeats
+    # Resumed, the same sequence (the scorer gives the same numbers again).
+    first = _tuner(tmp_path, _table(3), name="split", build=_edges, max_trials=17,
+                   population_size=6, mutation_scorer=scorer, mutation_candidates=4)
+    first.search(verbose=0)
+    rest = _tuner(tmp_path, _table(3), name="split", build=_edges, max_trials=30,
+                  population_size=6, mutation_scorer=scorer, mutation_candidates=4,
+                  overwrite=False)
+    rest.search(verbose=0)
+    assert first.seen + rest.seen == tuner.seen
+    with pytest.raises(ValueError, match="ranks children by mutation_scorer; give one"):
+        EvolutionOracle(objective=MAX, mutation_candidates=3)
+
+
 def test_a_reloaded_oracle_continues_the_same_sequence(tmp_path):
     table = _table(2)
     whole = _tuner(tmp_path, table, name="whole", build=_edges, max_trials=30)

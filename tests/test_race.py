@@ -95,7 +95,8 @@ def test_tfnas_race_command(cli, table, tmp_path):
                "--warm_start_trials=2", f"--out={tmp_path / 'warm'}")
     assert warm.returncode == 0, warm.stderr
     summary = json.loads((tmp_path / "warm" / "summary.json").read_text())
-    assert summary["warm_start"] == {"proxy": ["parameters"], "candidates": 18, "trials": 2}
+    assert summary["warm_start"] == {"proxy": ["parameters"], "candidates": 18, "trials": 2,
+                                     "mutations": 1}
     for flag, message in (("--warm_start=naswot", "no column 'naswot' after 'accuracy'"),
                           ("--warm_start_trials=0", "are at least 1")):
         bad = cli("race", f"--table={path}", "--trials=3", "--seeds=1", flag)
@@ -113,7 +114,8 @@ def test_a_warm_started_race_trains_the_proxys_best_first(tmp_path):
     warm = {"proxy": "oracle_proxy", "candidates": 18, "trials": 3}
     summary = race.race(path, ["random", "evolution", "enas"], trials=5, seeds=2,
                         out=str(tmp_path / "out"), log=None, warm_start=warm)
-    assert summary["warm_start"] == {"proxy": ["oracle_proxy"], "candidates": 18, "trials": 3}
+    assert summary["warm_start"] == {"proxy": ["oracle_proxy"], "candidates": 18, "trials": 3,
+                                     "mutations": 1}
     with open(tmp_path / "out" / "runs.csv", newline="", encoding="utf-8") as f:
         runs = list(csv.DictReader(f))
     firsts = {(r["oracle"], r["seed"]): [] for r in runs}
@@ -126,11 +128,16 @@ def test_a_warm_started_race_trains_the_proxys_best_first(tmp_path):
         assert accuracies[:3] == pytest.approx(best)
     for name in ("random", "evolution", "enas"):
         assert summary[name]["trials_to_top_1_mean"] == 1
+    # Evolution ranking 3 children a trial by the proxy column (population 10 of 18 rows).
+    ranked = race.race(path, ["evolution"], trials=14, seeds=1, log=None,
+                       warm_start={**warm, "mutations": 3})
+    assert ranked["warm_start"]["mutations"] == 3
+    assert ranked["evolution"]["trials_to_top_1_mean"] == 1
     values = race.warm_start_values(*race.read_table(path, ["oracle_proxy"])[::2],
                                     ["oracle_proxy"], 6, 2, seed=0)
     assert len(values) == 2 and set(values[0]) == {"a", "b", "op"}
     with pytest.raises(race.TableError, match="no column 'synflow' after 'accuracy'"):
         race.race(path, ["random"], trials=2, seeds=1, log=None,
                   warm_start={"proxy": "synflow"})
-    with pytest.raises(race.TableError, match="warm_start takes proxy, candidates and trials"):
+    with pytest.raises(race.TableError, match="warm_start takes proxy, candidates, trials"):
         race.race(path, ["random"], trials=2, seeds=1, log=None, warm_start={"proxies": "x"})

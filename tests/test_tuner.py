@@ -98,7 +98,28 @@ def test_a_warm_started_enas_controller_trains_the_best_ranked_architectures_fir
     assert len(trials) == 3 and trials[2]["choices"] not in [t["choices"] for t in trials[:2]]
 
 
+def test_evolution_trains_the_proxys_best_child_of_each_winner(tmp_path):
+    # EvolutionOracle's ranking itself: tests/test_evolution_oracle.py. Here: the tuner
+    # method builds each child untrained and scores it with the warm start's proxy.
+    _, run, _, _ = _search(tmp_path, 'search.tuner={"type": "evolution", "max_trials": 4, '
+                                     '"population_size": 2}',
+                           'search.warm_start={"proxy": "params", "candidates": 4, '
+                           '"trials": 2, "mutations": 3}')
+    trials = json.loads(open(run.file("logs", "trials.json"), encoding="utf-8").read())
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials)
+    for k in (2, 3):  # children: one block away from an earlier trial
+        assert min(sum(trials[k]["choices"][b] != t["choices"][b] for b in t["choices"])
+                   for t in trials[:k]) == 1
+
+
 @pytest.mark.parametrize("override, message", [
+    ('search.warm_start={"proxy": "params", "mutations": 4}', "search.warm_start.mutations "
+                                                              "ranks the children of "
+                                                              "evolution; the 'random' tuner "
+                                                              "has none"),
+    ('search.tuner={"type": "evolution", "mutation_scorer": 1}', "search.tuner.mutation_scorer "
+                                                                 "is set by tfnas"),
+    ('search.tuner={"type": "random", "seed": 3}', "search.tuner.seed is set by tfnas"),
     ('search.warm_start={"proxy": "snipp"}', "search.warm_start"),
     ('search.warm_start={"proxy": "naswot", "candiates": 9}', "search.warm_start"),
     ('search.tuner={"type": "evolutionary"}', "search.tuner: Unknown keras-tuner tuner "

@@ -99,6 +99,9 @@ flags.DEFINE_integer("warm_start_candidates", 500,
                      "race: architectures drawn and ranked by --warm_start per run.")
 flags.DEFINE_integer("warm_start_trials", 10,
                      "race: how many of the best-ranked the first trials take.")
+flags.DEFINE_integer("warm_start_mutations", 1,
+                     "race: evolution ranks this many children of each tournament's winner "
+                     "by --warm_start and trains the best (1: it does not rank them).")
 
 
 def _usage():
@@ -328,13 +331,15 @@ def _race():
     if FLAGS.out and os.path.exists(FLAGS.out):
         raise UsageError(f"--out {FLAGS.out} exists; name a new directory (nothing there is "
                          "overwritten).")
-    if FLAGS.warm_start_candidates < 1 or FLAGS.warm_start_trials < 1:
-        raise UsageError("--warm_start_candidates and --warm_start_trials are at least 1, got "
-                         f"{FLAGS.warm_start_candidates} and {FLAGS.warm_start_trials}.")
+    counts = (FLAGS.warm_start_candidates, FLAGS.warm_start_trials, FLAGS.warm_start_mutations)
+    if min(counts) < 1:
+        raise UsageError("--warm_start_candidates, --warm_start_trials and "
+                         f"--warm_start_mutations are at least 1, got {counts}.")
     warm_start = None
     if FLAGS.warm_start:
         warm_start = {"proxy": FLAGS.warm_start, "candidates": FLAGS.warm_start_candidates,
-                      "trials": FLAGS.warm_start_trials}
+                      "trials": FLAGS.warm_start_trials,
+                      "mutations": FLAGS.warm_start_mutations}
     try:
         race.race(FLAGS.table or race.TINY_TABLE, FLAGS.oracles, FLAGS.trials, FLAGS.seeds,
                   FLAGS.out, warm_start=warm_start)

@@ -107,7 +107,7 @@ def warm_start_values(decisions, scored, columns, candidates, trials, seed):
     return [dict(zip(names, drawn[i])) for i in ranked]
 
 
-def _oracle(name, trials, seed, initial_values=()):
+def _oracle(name, trials, seed, initial_values=(), mutation_scorer=None, mutations=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     from tfnas.tuners import EnasOracle, EvolutionOracle  # pylint: disable=import-outside-toplevel
@@ -124,6 +124,8 @@ def _oracle(name, trials, seed, initial_values=()):
                           initial_values=initial_values)
     oracle_class = warm_started(classes[name]) if initial_values else classes[name]
     kwargs = {"initial_values": initial_values} if initial_values else {}
+    if name == "evolution" and mutations > 1:
+        kwargs.update(mutation_scorer=mutation_scorer, mutation_candidates=mutations)
     oracle = oracle_class(objective=objective, max_trials=trials, seed=seed, **kwargs)
     oracle.seed = seed  # keras-tuner's own oracles draw a random seed for 0
     return oracle
@@ -184,7 +186,9 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
     oracles warm-started as the `tuner` method's `search.warm_start` does
     (`warm_start_values`), the proxy scores read from the table's columns (e.g. written by
     `benchmarks/table_proxies.py`); every oracle of one seed gets the same start. Trials
-    count trained architectures only; the proxy evaluations are the `candidates`.
+    count trained architectures only; the proxy evaluations are the `candidates`. With
+    `"mutations": M > 1` evolution also ranks M children of each tournament's winner by
+    the proxy and trains the best (`EvolutionOracle(mutation_candidates=M)`).
 
     Examples:
         >>> summary = race(TINY_TABLE, ["random", "evolution"], trials=20, seeds=2,
@@ -193,9 +197,10 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
         ['best_after_10_mean', 'best_after_10_median', 'best_after_10_std']
     """
     warm_start = dict(warm_start or {})
-    unknown = sorted(set(warm_start) - {"proxy", "candidates", "trials"})
+    unknown = sorted(set(warm_start) - {"proxy", "candidates", "trials", "mutations"})
     if unknown:
-        raise TableError(f"warm_start takes proxy, candidates and trials; got {unknown}.")
+        raise TableError(f"warm_start takes proxy, candidates, trials and mutations; got "
+                         f"{unknown}.")
     columns = warm_start.get("proxy") or ()
     columns = [columns] if isinstance(columns, str) else list(columns)
     decisions, rows, scored = read_table(table, columns) if columns else (*read_table(table),
@@ -203,14 +208,22 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
     starts = [warm_start_values(decisions, scored, columns, warm_start.get("candidates", 500),
                                 warm_start.get("trials", 10), seed) if columns else ()
               for seed in range(seeds)]
+    mutations = warm_start.get("mutations", 1) if columns else 1
+
+    def scorer(children):  # the proxy of each child, from the table
+        from tfnas import proxies  # pylint: disable=import-outside-toplevel
+
+        return proxies.vote([scored[tuple(c[d] for d in decisions)] for c in children],
+                            columns)
+
     values = list(rows.values())
     runs, summary = [], {}
     with tempfile.TemporaryDirectory(prefix="tfnas-race-") as scratch:
         for name in oracles:
             stats, overhead = [], []
             for seed in range(seeds):
-                accuracies, seconds = race_one(decisions, rows,
-                                               _oracle(name, trials, seed, starts[seed]),
+                oracle = _oracle(name, trials, seed, starts[seed], scorer, mutations)
+                accuracies, seconds = race_one(decisions, rows, oracle,
                                                os.path.join(scratch, f"{name}-{seed}"))
                 stats.append(statistics_of(accuracies, values))
                 overhead.append(seconds / max(1, len(accuracies)))
@@ -229,7 +242,7 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
     if columns:
         summary["warm_start"] = {
             "proxy": columns, "candidates": min(warm_start.get("candidates", 500), len(rows)),
-            "trials": warm_start.get("trials", 10)}
+            "trials": warm_start.get("trials", 10), "mutations": mutations}
     if out:
         _write(out, runs, summary)
     return summary

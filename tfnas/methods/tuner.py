@@ -15,6 +15,7 @@ evolution (`tfnas.tuners.EvolutionOracle`) and `"enas"` the ENAS controller
 import contextlib
 import csv
 import json
+import math
 import os
 import time
 
@@ -125,7 +126,8 @@ def _enas(hypermodel, objective, seed, directory, project_name, overwrite,
 
 def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
                max_consecutive_failed_trials, initial_values=(), max_trials=10,
-               population_size=10, sample_size=3, max_draws=100):
+               population_size=10, sample_size=3, max_draws=100, mutation_scorer=None,
+               mutation_candidates=1):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     from tfnas.tuners import EvolutionOracle  # pylint: disable=import-outside-toplevel
@@ -134,6 +136,7 @@ def _evolution(hypermodel, objective, seed, directory, project_name, overwrite,
         objective=objective, max_trials=max_trials, seed=seed,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         population_size=population_size, sample_size=sample_size, max_draws=max_draws,
+        mutation_scorer=mutation_scorer, mutation_candidates=mutation_candidates,
         initial_values=initial_values)
     return _resumable_tuner(oracle, hypermodel, directory, project_name, overwrite)
 
@@ -152,6 +155,8 @@ TUNERS.register("bayesian", arguments={
 # The settings tfnas passes to every tuner factory.
 TUNER_SETTINGS = ("hypermodel", "objective", "seed", "directory", "project_name", "overwrite",
                   "max_consecutive_failed_trials", "initial_values")
+# ... and to evolution's, from search.warm_start.mutations.
+RANKED_MUTATIONS = ("mutation_scorer", "mutation_candidates")
 
 
 COST_LIMITS = ("max_parameters", "max_macs", "max_latency_ms")
@@ -196,7 +201,8 @@ class TunerSearch(SearchMethod):
                       "weight_decay": 1e-4, "schedule": "cosine"},
         # null, or {"proxy": a tfnas.proxies name or a list (their vote), "candidates":
         # architectures scored untrained, "trials": how many of the best the first trials
-        # train (evolution: its first population)}
+        # train (evolution: its first population), "mutations": evolution ranks this many
+        # children of each tournament's winner by the proxy and trains the best}
         "warm_start": None,
     }
     open_keys = ("tuner", "optimizer")
@@ -213,22 +219,31 @@ class TunerSearch(SearchMethod):
         "warm_start": {"anyOf": [{"type": "null"}, {
             "type": "object", "additionalProperties": False, "properties": {
                 "proxy": PROXY_SCHEMA, "candidates": schema.integer(1),
-                "trials": schema.integer(1)}}]},
+                "trials": schema.integer(1), "mutations": schema.integer(1)}}]},
     }
     hints = {"trial_epochs": "each trial trains the derived model at least one epoch",
-             "warm_start": 'null or {"proxy", "candidates", "trials"}; the proxies are '
-                           f"{list(proxies.PROXIES)}"}
-    WARM_START = {"proxy": "naswot", "candidates": 500, "trials": 10}
+             "warm_start": 'null or {"proxy", "candidates", "trials", "mutations"}; the '
+                           f"proxies are {list(proxies.PROXIES)}"}
+    WARM_START = {"proxy": "naswot", "candidates": 500, "trials": 10, "mutations": 1}
 
     @classmethod
     def check_section(cls, section):
         check_cost_limits(section["constraints"])
         check_learning_rate("search.optimizer", section["optimizer"])
+        name, arguments = TUNERS.split(section["tuner"])
+        given = sorted(set(arguments) & {*TUNER_SETTINGS, *RANKED_MUTATIONS})
+        if given:
+            raise ConfigError(f"search.tuner.{given[0]} is set by tfnas (from the config's "
+                              "seed, objective and search.warm_start); remove it from "
+                              "search.tuner.")
         prefixed("search.tuner", TUNERS.check, section["tuner"],
                  **dict.fromkeys(TUNER_SETTINGS))
-        name, _ = TUNERS.split(section["tuner"])
         if section["warm_start"] is not None and name not in WARM_STARTED:
             raise _warm_start_refused(name)
+        if (section["warm_start"] or {}).get("mutations", 1) > 1 and name != "evolution":
+            raise ConfigError(f"search.warm_start.mutations ranks the children of evolution; "
+                              f"the {name!r} tuner has none. Use the 'evolution' tuner, or "
+                              "remove search.warm_start.mutations.")
 
     def __init__(self, config, prepared):
         super().__init__(config, prepared)
@@ -263,6 +278,10 @@ class TunerSearch(SearchMethod):
         name, arguments = TUNERS.split(s["tuner"])
         if name == "hyperband":
             arguments.setdefault("max_epochs", s["trial_epochs"])
+        mutations = {**self.WARM_START, **(s["warm_start"] or {})}["mutations"]
+        if name == "evolution" and mutations > 1:
+            arguments.update(mutation_scorer=self._score_children,
+                             mutation_candidates=mutations)
         hypermodel = _hypermodel(self)
         tuner = TUNERS.get({"type": name, **arguments},
                            hypermodel=hypermodel, objective=objective,
@@ -332,10 +351,8 @@ class TunerSearch(SearchMethod):
         start = time.time()
         drawn = sample_architectures(self.space, settings["candidates"], self.config["seed"],
                                      with_values=True)
-        images, labels = next(iter(self.prepared.batches("train", True, epoch=0)))
-        rows = score_architectures(self.space, [c for c, _ in drawn], images.numpy(),
-                                   labels.numpy(), names, self.config["seed"], self.costs,
-                                   self.excess)
+        rows = score_architectures(self.space, [c for c, _ in drawn], *self._proxy_batch(),
+                                   names, self.config["seed"], self.costs, self.excess)
         ranked = sorted((r for r in rows if r["feasible"]),
                         key=lambda r: (-r["score"], r["index"]))[:settings["trials"]]
         path = run.file("logs", "warm_start.csv")
@@ -352,6 +369,30 @@ class TunerSearch(SearchMethod):
                   f"untrained in {time.time() - start:.1f} s; the first {len(ranked)} trials "
                   "train the best")
         return [drawn[r["index"]][1] for r in ranked]
+
+    def _proxy_batch(self):
+        """The one training batch every zero-cost score of this search is taken on."""
+        if getattr(self, "_proxy_images", None) is None:
+            images, labels = next(iter(self.prepared.batches("train", True, epoch=0)))
+            self._proxy_images = (images.numpy(), labels.numpy())
+        return self._proxy_images
+
+    def _score_children(self, children):
+        """EvolutionOracle's `mutation_scorer`: the warm start's proxy of each child's
+        untrained network (their vote among the children, for several proxies); a child
+        over a cost limit ranks below every other."""
+        import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+        settings = {**self.WARM_START, **self.section["warm_start"]}
+        candidates = []
+        for values in children:
+            hp = kt.HyperParameters()
+            hp.values = dict(values)
+            candidates.append(self.space.hyperparameters(hp))
+        rows = score_architectures(self.space, candidates, *self._proxy_batch(),
+                                   proxy_names(settings["proxy"]), self.config["seed"],
+                                   self.costs, self.excess)
+        return [r["score"] if r["feasible"] else -math.inf for r in rows]
 
     def _trial_records(self, tuner):
         records = []

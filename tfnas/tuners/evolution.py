@@ -44,10 +44,19 @@ class EvolutionOracle(ResumableOracle):
     `tune_new_entries`, `max_retries_per_trial` and `max_consecutive_failed_trials`
     are `keras_tuner.Oracle`'s.
 
+    With `mutation_scorer` and `mutation_candidates=k > 1`, a tournament's winner gets
+    up to k different children not tried yet, and the one the scorer ranks first is
+    trained: the zero-cost move proposal of Abdelfattah et al. (ICLR 2021), with a proxy of
+    the untrained child network (`tfnas.proxies`) as the scorer.
+
     Args:
         population_size: members kept; also the number of random trials first.
         sample_size: members drawn for each tournament.
         max_draws: children (then random architectures) drawn to find one not tried.
+        mutation_scorer: `scores = f([values, ...])`, higher is better, one number per
+            architecture (`{name: value}`); it must give the same numbers again (a
+            resumed search calls it again). None: children are not ranked.
+        mutation_candidates: children of one winner ranked by `mutation_scorer`.
         chief_timeout: on a keras-tuner worker, seconds to wait for the chief.
 
     Example:
@@ -70,7 +79,8 @@ class EvolutionOracle(ResumableOracle):
     def __init__(self, objective=None, max_trials=10, seed=None, hyperparameters=None,
                  allow_new_entries=True, tune_new_entries=True, max_retries_per_trial=0,
                  max_consecutive_failed_trials=3, population_size=10, sample_size=3,
-                 max_draws=100, chief_timeout=600):
+                 max_draws=100, mutation_scorer=None, mutation_candidates=1,
+                 chief_timeout=600):
         super().__init__(chief_timeout=chief_timeout, objective=objective,
                          max_trials=max_trials, seed=seed, hyperparameters=hyperparameters,
                          allow_new_entries=allow_new_entries,
@@ -79,13 +89,20 @@ class EvolutionOracle(ResumableOracle):
                          max_consecutive_failed_trials=max_consecutive_failed_trials)
         for name, value, least in (("population_size", population_size, 2),
                                    ("sample_size", sample_size, 1),
-                                   ("max_draws", max_draws, 1)):
+                                   ("max_draws", max_draws, 1),
+                                   ("mutation_candidates", mutation_candidates, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"EvolutionOracle: {name} must be an integer >= {least}, "
                                  f"got {value!r}.")
         self.population_size = population_size
         self.sample_size = sample_size
         self.max_draws = max_draws
+        if mutation_candidates > 1 and mutation_scorer is None:
+            raise ValueError("EvolutionOracle: mutation_candidates > 1 ranks children by "
+                             "mutation_scorer; give one (e.g. a zero-cost proxy of the "
+                             "child network), or leave mutation_candidates at 1.")
+        self.mutation_scorer = mutation_scorer
+        self.mutation_candidates = mutation_candidates
         self.population = []  # trial ids, oldest first
         self._joined = set()  # every trial that ever joined, so a re-ended one joins once
         self._rng = np.random.default_rng(self.seed)
@@ -113,14 +130,17 @@ class EvolutionOracle(ResumableOracle):
                 hps.values[hp.name] = self._draw(options)
         return hps.values
 
-    def _child(self):
-        """A mutation of the winner of one tournament over the population."""
+    def _parent(self):
+        """The values of the winner of one tournament over the population."""
         sign = 1.0 if self.objective.direction == "max" else -1.0
         drawn = self._rng.integers(len(self.population), size=self.sample_size)
         # The first of equals wins: the oldest drawn.
-        parent = self.trials[self.population[int(min(
-            drawn, key=lambda i: (-sign * self.trials[self.population[i]].score, i)))]]
-        values = parent.hyperparameters.values
+        return self.trials[self.population[int(min(
+            drawn, key=lambda i: (-sign * self.trials[self.population[i]].score, i)))]
+        ].hyperparameters.values
+
+    def _mutation(self, values):
+        """`values` with one decision, chosen at random, given another value."""
         mutable = [hp.name for hp in self.hyperparameters.space
                    if hp.name in values and len(choices_of(hp) or []) > 1]
         if not mutable:
@@ -129,8 +149,33 @@ class EvolutionOracle(ResumableOracle):
                              "hypermodel must declare at least one.")
         return self._complete(values, mutate=self._draw(mutable))
 
+    def _child(self):
+        """A mutation of the winner of one tournament over the population."""
+        return self._mutation(self._parent())
+
+    def _ranked_child(self):
+        """The scorer's best of up to `mutation_candidates` untried children of one
+        winner; None if none was found."""
+        parent, children = self._parent(), []
+        for _ in range(4 * self.mutation_candidates):
+            child = self._mutation(parent)
+            if not self._duplicate(child) and child not in children:
+                children.append(child)
+                if len(children) == self.mutation_candidates:
+                    break
+        if not children:
+            return None
+        scores = [float(s) for s in self.mutation_scorer(children)]
+        return children[int(np.argmax(scores))]  # the first of equals
+
     def populate_space(self, trial_id):
         evolving = self.population and len(self.start_order) >= self.population_size
+        if evolving and self.mutation_candidates > 1:
+            for _ in range(self.max_draws):
+                values = self._ranked_child()
+                if values is not None:
+                    return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+            evolving = False
         for proposal in ([self._child] if evolving else []) + [lambda: self._complete({})]:
             for _ in range(self.max_draws):
                 values = proposal()
