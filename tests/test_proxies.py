@@ -149,6 +149,14 @@ def test_degenerate_networks_get_a_defined_score():
     zero = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="zeros")(
         keras.layers.Flatten()(inputs)))
     assert _score(zero, "jacob_cov") == -math.inf  # outputs do not depend on the pixels
+    # A NAS-Bench-201 cell of "none" edges cuts every path from the input: no gradient.
+    from tfnas.spaces import get_space  # pylint: disable=import-outside-toplevel
+
+    space = get_space("nasbench201", {"filters": 4, "cells_per_stage": 1,
+                                      "input_shape": [8, 8, 3]})
+    cut = space.build_model(dict.fromkeys(space.blocks(), "none"))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    assert _score(cut, "jacob_cov", images, np.arange(4)) == -math.inf
 
 
 def test_bad_input_is_a_one_line_error():

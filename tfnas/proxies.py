@@ -277,7 +277,10 @@ def _jacob_cov(model, kernels, images, labels, from_logits):
     with tf.GradientTape() as tape:
         tape.watch(x)
         total = tf.reduce_sum(model(x, training=True))
-    jacobian = tape.gradient(total, x).numpy().reshape(len(images), -1).astype("float64")
+    gradient = tape.gradient(total, x)
+    if gradient is None:  # no path from the input to the output (a cell of "none" edges)
+        return -math.inf
+    jacobian = gradient.numpy().reshape(len(images), -1).astype("float64")
     if np.any(np.std(jacobian, axis=1) == 0):
         return -math.inf  # an image's outputs do not depend on its pixels: no correlation
     eigenvalues = np.linalg.eigvalsh(np.corrcoef(jacobian))
