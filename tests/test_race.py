@@ -65,6 +65,19 @@ def test_the_shipped_table_is_a_whole_space_of_real_trainings():
     assert 0.1 < values.min() < values.max() < 1.0 and np.ptp(values) > 0.02
 
 
+def test_the_shipped_nasbench201_table_is_a_whole_subspace_with_proxy_columns():
+    decisions, rows, scored = race.read_table(race.NASBENCH201_3OPS_TABLE,
+                                              ["naswot", "synflow", "jacob_cov"])
+    assert len(decisions) == 6 and len(rows) == 3 ** 6 == len(scored)
+    assert all(v == ["none", "nor_conv_3x3", "skip_connect"] for v in decisions.values())
+    # A cell of "none" edges passes nothing from its input: chance accuracy, the lowest
+    # jacob_cov; the best cells have convolutions.
+    cut = ("none",) * 6
+    assert rows[cut] == pytest.approx(0.1) and scored[cut]["jacob_cov"] == -np.inf
+    best = max(rows, key=rows.get)
+    assert "nor_conv_3x3" in best and rows[best] > 0.3 > np.median(list(rows.values()))
+
+
 @pytest.mark.parametrize("rows, header, message", [
     ([[1, 0.5]], ("a", "acc"), "needs decision columns and an 'accuracy' column"),
     ([[1, "high"]], ("a", "accuracy"), "line 2: accuracy 'high' is not a number"),

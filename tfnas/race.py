@@ -19,7 +19,8 @@ Each decision becomes `hp.Choice(column, sorted values)`; the objective is `accu
 maximize. `benchmarks/accuracy_table.py` makes such a table by training every
 architecture of a small space (the decision names are the `tuner` method's, so a table of
 a tfnas space maps back to its architectures); `tfnas/data/grunas_tiny_table.csv` ships
-one (`TINY_TABLE`).
+one (`TINY_TABLE`), and `NASBENCH201_3OPS_TABLE` a NAS-Bench-201 subspace with proxy
+columns for warm-started races.
 """
 
 import csv
@@ -35,6 +36,10 @@ import numpy as np
 ORACLES = ("random", "evolution", "enas", "enas_released", "bayesian")
 TINY_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                           "grunas_tiny_table.csv")
+# The 729 NAS-Bench-201 cells of none / skip_connect / nor_conv_3x3 (8 filters, a cell a
+# stage), each trained 3 epochs on 1,200 bundled images, with zero-cost proxy columns
+# (benchmarks/accuracy_table.py, benchmarks/table_proxies.py; docs/results.md).
+NASBENCH201_3OPS_TABLE = os.path.join(os.path.dirname(TINY_TABLE), "nasbench201_3ops_table.csv")
 MILESTONES = (10, 25, 50, 100, 200, 500, 1000)
 
 
