@@ -91,6 +91,23 @@ def test_bad_tables_are_one_line_errors(tmp_path, rows, header, message):
         race.read_table(str(tmp_path / "missing.csv"))
 
 
+def test_a_json_table_reads_as_its_csv_form(table, tmp_path):
+    path, rows = table
+    records = [{"a": a, "b": b, "op": op, "accuracy": acc, "parameters": p}
+               for a, b, op, acc, p in rows]
+    (tmp_path / "table.json").write_text(json.dumps(records))
+    assert race.read_table(str(tmp_path / "table.json")) == race.read_table(path)
+    for content, message in (("[1, 2]", "a JSON table is a list of objects"),
+                             ("{", "is not JSON"),
+                             (json.dumps([{"a": 1, "accuracy": 0.5}, {"accuracy": 0.4, "a": 2}]),
+                              "row 2: keys"),
+                             (json.dumps([{"a": 1, "accuracy": "high"}]),
+                              "row 1: accuracy 'high' is not a number")):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(race.TableError, match=message):
+            race.read_table(str(tmp_path / "bad.json"))
+
+
 def test_tfnas_race_command(cli, table, tmp_path):
     path, _ = table
     out = tmp_path / "race"
@@ -100,6 +117,10 @@ def test_tfnas_race_command(cli, table, tmp_path):
     assert "evolution: " in result.stdout and (out / "summary.json").exists()
     again = cli("race", f"--table={path}", "--trials=8", "--seeds=2", f"--out={out}")
     assert again.returncode == 2 and "exists; name a new directory" in again.stderr
+    # `benchmark-search`: the same command by the name the issue gave it.
+    alias = cli("benchmark-search", f"--table={path}", "--oracles=random", "--trials=4",
+                "--seeds=1")
+    assert alias.returncode == 0 and "random: " in alias.stdout, alias.stderr
     bad = cli("race", f"--table={path}", "--oracles=random,annealing")
     assert bad.returncode == 2 and "--oracles takes some of" in bad.stderr
     # Any column after accuracy can rank the warm start (here the parameter count).

@@ -56,31 +56,54 @@ def _value(text):
     return text
 
 
+def _json_rows(path, f):
+    """A JSON table: a list of objects, each the decisions then `accuracy` (then any other
+    numbers), in that key order; read as the CSV form's header and rows."""
+    try:
+        records = json.load(f)
+    except ValueError as err:
+        raise TableError(f"{path} is not JSON ({err}); a JSON table is a list of objects "
+                         '{"<decision>": value, ..., "accuracy": number}.') from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TableError(f"{path}: a JSON table is a list of objects "
+                         '{"<decision>": value, ..., "accuracy": number}.')
+    header = list(records[0]) if records else []
+    for line, record in enumerate(records, start=1):
+        if list(record) != header:
+            raise TableError(f"{path}, row {line}: keys {list(record)}; every row has the "
+                             f"first row's keys in its order, {header}.")
+    return header, [{k: str(v) for k, v in r.items()} for r in records]
+
+
 def read_table(path, scores=()):
     """`(decisions, rows)`: `{column: sorted values}` and `{tuple of values: accuracy}`;
     with `scores` (names of columns after `accuracy`), `(decisions, rows, scored)` where
-    `scored` is `{tuple of values: {column: number}}`."""
+    `scored` is `{tuple of values: {column: number}}`. `path` is a CSV file, or a JSON
+    one (`.json`: a list of objects, keys in the CSV columns' order)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
+            if str(path).endswith(".json"):
+                (header, reader), first, unit = _json_rows(path, f), 1, "row"
+            else:
+                reader, first, unit = csv.DictReader(f), 2, "line"
+                header = reader.fieldnames or []
             columns = header[:header.index("accuracy")] if "accuracy" in header else []
             if not columns:
                 raise TableError(f"{path}: a table needs decision columns and an 'accuracy' "
-                                 f"column; the header is {reader.fieldnames}.")
+                                 f"column; the header is {header}.")
             absent = [c for c in scores if c not in header[header.index("accuracy") + 1:]]
             if absent:
                 raise TableError(f"{path} has no column {absent[0]!r} after 'accuracy' to "
                                  f"warm-start from; its columns are {header}.")
             rows, scored = {}, {}
-            for line, row in enumerate(reader, start=2):
+            for line, row in enumerate(reader, start=first):
                 key = tuple(_value(row[c]) for c in columns)
                 for column in ("accuracy", *scores):
                     try:
                         value = float(row[column])
                     except (TypeError, ValueError):
-                        raise TableError(f"{path}, line {line}: {column} {row[column]!r} is "
-                                         "not a number.") from None
+                        raise TableError(f"{path}, {unit} {line}: {column} {row[column]!r} "
+                                         "is not a number.") from None
                     if column == "accuracy":
                         rows[key] = value
                     else:
