@@ -224,19 +224,22 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
         >>> sorted(summary["evolution"])[:3]
         ['best_after_10_mean', 'best_after_10_median', 'best_after_10_std']
     """
-    warm_start = dict(warm_start or {})
-    unknown = sorted(set(warm_start) - {"proxy", "candidates", "trials", "mutations"})
+    from tfnas.tuners.warm_start import DEFAULTS  # pylint: disable=import-outside-toplevel
+
+    unknown = sorted(set(warm_start or {}) - set(DEFAULTS))
     if unknown:
         raise TableError(f"warm_start takes proxy, candidates, trials and mutations; got "
                          f"{unknown}.")
-    columns = warm_start.get("proxy") or ()
+    # No default proxy here: a table's proxy columns are named by the caller.
+    columns = (warm_start or {}).get("proxy") or ()
     columns = [columns] if isinstance(columns, str) else list(columns)
+    settings = {**DEFAULTS, **(warm_start or {})}
     decisions, rows, scored = read_table(table, columns) if columns else (*read_table(table),
                                                                           None)
-    starts = [warm_start_values(decisions, scored, columns, warm_start.get("candidates", 500),
-                                warm_start.get("trials", 10), seed) if columns else ()
+    starts = [warm_start_values(decisions, scored, columns, settings["candidates"],
+                                settings["trials"], seed) if columns else ()
               for seed in range(seeds)]
-    mutations = warm_start.get("mutations", 1) if columns else 1
+    mutations = settings["mutations"] if columns else 1
 
     def scorer(children):  # the proxy of each child, from the table
         from tfnas import proxies  # pylint: disable=import-outside-toplevel
@@ -269,8 +272,8 @@ def race(table, oracles=("random", "evolution", "enas"), trials=200, seeds=10, o
                         "trials": trials, "seeds": seeds}
     if columns:
         summary["warm_start"] = {
-            "proxy": columns, "candidates": min(warm_start.get("candidates", 500), len(rows)),
-            "trials": warm_start.get("trials", 10), "mutations": mutations}
+            "proxy": columns, "candidates": min(settings["candidates"], len(rows)),
+            "trials": settings["trials"], "mutations": mutations}
     if out:
         _write(out, runs, summary)
     return summary

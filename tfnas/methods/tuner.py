@@ -34,6 +34,7 @@ from tfnas.optimizers import check_learning_rate, make_optimizer
 from tfnas.registry import Registry
 from tfnas.tuners.enas_oracle import SETTINGS_SCHEMA
 from tfnas.tuners.evolution import SETTINGS_SCHEMA as EVOLUTION_SCHEMA
+from tfnas.tuners.warm_start import DEFAULTS as WARM_START_DEFAULTS
 from tfnas.tuners.warm_start import warm_started
 
 # keras-tuner tuners by name; each factory takes the hypermodel, objective, seed, the
@@ -224,7 +225,7 @@ class TunerSearch(SearchMethod):
     hints = {"trial_epochs": "each trial trains the derived model at least one epoch",
              "warm_start": 'null or {"proxy", "candidates", "trials", "mutations"}; the '
                            f"proxies are {list(proxies.PROXIES)}"}
-    WARM_START = {"proxy": "naswot", "candidates": 500, "trials": 10, "mutations": 1}
+    WARM_START = WARM_START_DEFAULTS
 
     @classmethod
     def check_section(cls, section):

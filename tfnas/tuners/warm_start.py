@@ -3,6 +3,12 @@
 
 import functools
 
+# `search.warm_start`'s settings left out of a config (the `tuner` method), and of a
+# warm-started race over a table (`tfnas.race`): the proxy, the untrained architectures it
+# scores, how many of the best the first trials train, and evolution's children ranked a
+# trial by the proxy (1: not ranked).
+DEFAULTS = {"proxy": "naswot", "candidates": 500, "trials": 10, "mutations": 1}
+
 
 @functools.lru_cache(maxsize=None)
 def warm_started(oracle_class):
