@@ -29,12 +29,12 @@ import zipfile
 
 from absl import app, flags
 
+from tfnas import cli_help
 from tfnas.errors import TfnasError, UsageError
 
-COMMANDS = ("search", "train", "export", "run", "benchmark", "report", "latency-table",
-            "budget-graph", "race", "benchmark-search")
 # Other names of commands: `benchmark-search` is what the search-quality issue called `race`.
-ALIASES = {"benchmark-search": "race"}
+ALIASES = cli_help.ALIASES
+COMMANDS = (*cli_help.COMMANDS, *ALIASES)
 # Commands whose work is a stage that a resumed run reuses once it has finished.
 STAGES = {"search": "search", "train": "train", "export": "export", "run": "run"}
 
@@ -55,7 +55,8 @@ flags.DEFINE_bool("architecture_space", False,
                   "instead of the recipe's (recorded in the run's config.json).")
 flags.DEFINE_string("inherit_from", None,
                     "Search run directory whose learned weights `train` starts from.")
-flags.DEFINE_string("model", None, "A .keras model to export (export).")
+flags.DEFINE_string("model", None, "The model: a .keras file to export (export), a .tflite "
+                    "file to time (benchmark).")
 flags.DEFINE_integer("verbose", None,
                      "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
                      "(default: 1 on a terminal, else 2).")
@@ -107,8 +108,8 @@ flags.DEFINE_integer("warm_start_mutations", 1,
 
 
 def _usage():
-    return (f"usage: tfnas {{{'|'.join(COMMANDS)}}} [flags]; see `tfnas --helpfull` and "
-            "the documentation (docs/cli.md).")
+    return (f"usage: tfnas {{{'|'.join(COMMANDS)}}} [flags]; see `tfnas --help`, "
+            "`tfnas <command> --help` and the documentation (docs/cli.md).")
 
 
 # How many more times this process may restart itself to rejoin its multi-worker cluster
@@ -537,6 +538,13 @@ def _benchmark(run, phone):
 def run_main():
     """Console-script entry point."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if cli_help.wants_help(sys.argv[1:]):
+        text, known = cli_help.help_text(sys.argv[1:], FLAGS)
+        try:
+            print(text, file=sys.stdout if known else sys.stderr, flush=True)
+        except BrokenPipeError:  # `tfnas race --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0 if known else 2)
     try:
         app.run(main)
     except KeyboardInterrupt:
